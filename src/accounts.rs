@@ -1,0 +1,182 @@
+//! `unlockbot accounts import FILE.csv`: the operators' account feed.
+//!
+//! Header: `email,mobile,organisation,same_sign_on,synced_at,locked,
+//! question1,answer1,question2,answer2,question3,answer3`. Bad rows are
+//! rejected with their line number and reason; the others are imported
+//! (re-import updates by email).
+
+use std::io::Read;
+
+use chrono::{DateTime, Utc};
+
+use crate::directory::sql::{NewAccount, SqlDirectory};
+use crate::domain::{
+    Answer, Email, PhoneError, RegisteredMobile, hash_answer, parse_registered_mobile,
+};
+
+pub const COLUMNS: [&str; 12] = [
+    "email",
+    "mobile",
+    "organisation",
+    "same_sign_on",
+    "synced_at",
+    "locked",
+    "question1",
+    "answer1",
+    "question2",
+    "answer2",
+    "question3",
+    "answer3",
+];
+
+/// A row that was not imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub line: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub imported: usize,
+    /// Imported, but disabled (registered mobile outside the UK): (line, email).
+    pub disabled: Vec<(u64, String)>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// A plain-text account row (questions with their answers in clear, which
+/// are hashed before anything is stored).
+struct Row<'a> {
+    fields: &'a csv::StringRecord,
+    index: &'a [usize; 12],
+}
+
+impl Row<'_> {
+    fn get(&self, column: usize) -> &str {
+        self.fields
+            .get(self.index[column])
+            .unwrap_or_default()
+            .trim()
+    }
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "" | "false" => Ok(false),
+        "true" => Ok(true),
+        _ => Err(format!("{name} must be true or false, not '{value}'")),
+    }
+}
+
+fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<NewAccount, String> {
+    let email =
+        Email::parse(row.get(0)).map_err(|e| format!("invalid email '{}': {e}", row.get(0)))?;
+    let mobile = match row.get(1) {
+        "" => None,
+        raw => Some(
+            parse_registered_mobile(raw, allow_crown_dependencies).map_err(|e| match e {
+                PhoneError::NotMobile { .. } => {
+                    format!("mobile '{raw}' is not a mobile number: {e}")
+                }
+                _ => format!("invalid phone number '{raw}': {e}"),
+            })?,
+        ),
+    };
+    let synced_at = match row.get(4) {
+        "" => None,
+        raw => Some(
+            DateTime::parse_from_rfc3339(raw)
+                .map_err(|e| format!("synced_at '{raw}' is not an RFC 3339 time: {e}"))?
+                .with_timezone(&Utc),
+        ),
+    };
+    let mut questions = Vec::new();
+    for n in 0..3 {
+        let (question, answer) = (row.get(6 + 2 * n), row.get(7 + 2 * n));
+        match (question.is_empty(), Answer::new(answer)) {
+            (true, _) if answer.is_empty() => {}
+            (true, _) => return Err(format!("answer{} has no question{}", n + 1, n + 1)),
+            (false, _) if answer.is_empty() => {
+                return Err(format!("question{} has no answer{}", n + 1, n + 1));
+            }
+            (false, normalised) => {
+                let hash = hash_answer(&normalised)
+                    .map_err(|e| format!("cannot hash answer{}: {e}", n + 1))?;
+                questions.push((question.to_owned(), hash));
+            }
+        }
+    }
+    Ok(NewAccount {
+        email,
+        mobile,
+        organisation: row.get(2).to_owned(),
+        same_sign_on: parse_bool("same_sign_on", row.get(3))?,
+        synced_at,
+        locked: parse_bool("locked", row.get(5))?,
+        questions,
+    })
+}
+
+/// Import accounts from CSV. Returns an error only when the file as a whole
+/// cannot be read (or the database fails); bad rows are in the report.
+pub async fn import_csv(
+    directory: &SqlDirectory,
+    input: impl Read,
+    allow_crown_dependencies: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<ImportReport> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+    let headers = reader.headers()?.clone();
+    let mut index = [0usize; 12];
+    for (i, column) in COLUMNS.iter().enumerate() {
+        index[i] = headers
+            .iter()
+            .position(|h| h.trim().trim_start_matches('\u{feff}') == *column)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "line 1: the header has no '{column}' column (expected: {})",
+                    COLUMNS.join(",")
+                )
+            })?;
+    }
+    let mut report = ImportReport::default();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or_default();
+                report.rejected.push(Rejected {
+                    line,
+                    reason: format!("unreadable row: {e}"),
+                });
+                continue;
+            }
+        };
+        let line = record.position().map(|p| p.line()).unwrap_or_default();
+        if record.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        // Hashing answers is deliberately slow: keep it off the async threads.
+        let parsed = tokio::task::spawn_blocking(move || {
+            let row = Row {
+                fields: &record,
+                index: &index,
+            };
+            parse_row(&row, allow_crown_dependencies)
+        })
+        .await?;
+        match parsed {
+            Ok(account) => {
+                directory.upsert(&account, now).await?;
+                if let Some(RegisteredMobile::NonUk { .. }) = account.mobile {
+                    report
+                        .disabled
+                        .push((line, account.email.as_str().to_owned()));
+                }
+                report.imported += 1;
+            }
+            Err(reason) => report.rejected.push(Rejected { line, reason }),
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,183 @@
+//! Wiring: settings in, a bound server (and its parts) out.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::clock::{Clock, SystemClock};
+use crate::dialog::{self, Engine, EngineConfig};
+use crate::directory::Directory;
+use crate::directory::sql::SqlDirectory;
+use crate::http::{AppState, router};
+use crate::settings::{Settings, SmsProvider};
+use crate::sms::SmsSender;
+use crate::sms::console::ConsoleSender;
+use crate::sms::twilio::TwilioSender;
+use crate::store::Store;
+use crate::store::sqlite::{SqliteStore, connect};
+use crate::unlock::{Unlock, UnlockPolicy};
+
+/// The service's parts, built from settings; shared by `serve` and `chat`.
+pub struct Services {
+    pub engine: Arc<Engine>,
+    pub store: Arc<dyn Store>,
+    pub directory: SqlDirectory,
+}
+
+impl Services {
+    /// Load and validate the dialog, open the database (applying
+    /// migrations), and build the engine. `sms` overrides the configured
+    /// provider (the terminal chat shows texts on screen).
+    pub async fn build(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        sms: Option<Arc<dyn SmsSender>>,
+    ) -> anyhow::Result<Self> {
+        let dialog = Arc::new(dialog::spec::load(
+            &settings.dialogs_dir,
+            &settings.language,
+        )?);
+        let pool = connect(&settings.database_url)
+            .await
+            .with_context(|| "cannot open the database (DATABASE_URL)")?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::new(pool.clone()));
+        let directory = SqlDirectory::new(pool, settings.allow_crown_dependencies);
+        let sms = match sms {
+            Some(sms) => sms,
+            None => sms_sender(settings)?,
+        };
+        let policy = UnlockPolicy {
+            questions_to_ask: settings.questions_to_ask,
+            temp_password_length: settings.temp_password_length,
+            contact: settings.support_contact.clone(),
+            ..UnlockPolicy::default()
+        };
+        let unlock = Unlock::new(
+            Arc::new(directory.clone()) as Arc<dyn Directory>,
+            store.clone(),
+            sms,
+            dialog.clone(),
+            policy,
+        );
+        let engine = Arc::new(Engine::new(
+            dialog,
+            store.clone(),
+            unlock,
+            clock,
+            EngineConfig {
+                idle_timeout: settings.idle_timeout,
+            },
+        ));
+        Ok(Self {
+            engine,
+            store,
+            directory,
+        })
+    }
+}
+
+/// The configured SMS provider.
+pub fn sms_sender(settings: &Settings) -> anyhow::Result<Arc<dyn SmsSender>> {
+    Ok(match &settings.sms {
+        SmsProvider::Log => {
+            tracing::warn!("{}", ConsoleSender::WARNING);
+            eprintln!("\n!!! {} !!!\n", ConsoleSender::WARNING);
+            Arc::new(ConsoleSender::default())
+        }
+        SmsProvider::Twilio(t) => Arc::new(
+            TwilioSender::new(
+                &t.api_base,
+                t.account_sid.clone(),
+                t.auth_token.clone(),
+                t.from_number.clone(),
+            )
+            .context("cannot build the HTTP client for Twilio")?,
+        ),
+    })
+}
+
+/// A bound, not yet running, HTTP server.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pub services: Services,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Arc::new(SystemClock), None).await
+    }
+
+    /// Build with a given clock and SMS sender (tests move time).
+    pub async fn build_with(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        sms: Option<Arc<dyn SmsSender>>,
+    ) -> anyhow::Result<Self> {
+        let services = Services::build(&settings, clock, sms).await?;
+        if settings.twilio_auth_token.is_none() {
+            tracing::warn!(
+                "TWILIO_AUTH_TOKEN is not set: inbound webhooks are NOT signature-checked (local use only)"
+            );
+        }
+        let state = AppState {
+            engine: services.engine.clone(),
+            store: services.store.clone(),
+            twilio_auth_token: settings.twilio_auth_token.clone(),
+            public_base_url: settings.public_base_url.clone(),
+        };
+        let listener = TcpListener::bind(settings.bind_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (BIND_ADDR)", settings.bind_addr))?;
+        Ok(Self {
+            listener,
+            router: router(state, settings.request_timeout),
+            services,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    /// Serve until SIGTERM or Ctrl-C, then finish the requests in flight.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    }
+
+    /// Serve until `stop` resolves (tests).
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop)
+            .await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

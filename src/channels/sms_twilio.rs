@@ -1,0 +1,265 @@
+//! Twilio's inbound SMS webhook: `POST /sms/twilio`.
+//!
+//! The raw body is parsed strictly (percent-decoded UTF-8), the
+//! `X-Twilio-Signature` is checked over `PUBLIC_BASE_URL` + path + the sorted
+//! parameters exactly as Twilio computes it, and only then is the message
+//! handed to the engine. The reply goes back as TwiML.
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::ExposeSecret;
+use sha1::Sha1;
+
+use crate::dialog::Inbound;
+use crate::domain::{Channel, ConversationKey, parse_any_e164};
+use crate::http::AppState;
+
+pub const PATH: &str = "/sms/twilio";
+
+/// A body that is not a well-formed form.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MalformedForm;
+
+/// Parse `application/x-www-form-urlencoded` bytes, refusing anything that
+/// does not decode to UTF-8 (rather than silently replacing it).
+pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, MalformedForm> {
+    let decode = |part: &[u8]| -> Result<String, MalformedForm> {
+        let plus_as_space: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&plus_as_space)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| MalformedForm)
+    };
+    body.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let mut it = pair.splitn(2, |&b| b == b'=');
+            let name = decode(it.next().unwrap_or_default())?;
+            let value = decode(it.next().unwrap_or_default())?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// HMAC-SHA1 keyed with the auth token over the URL and each parameter's
+/// name and value, sorted by name: what Twilio signs.
+fn signed_mac(auth_token: &str, url: &str, params: &[(String, String)]) -> Hmac<Sha1> {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(auth_token.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    mac
+}
+
+/// The `X-Twilio-Signature` Twilio sends for `url` and `params`.
+pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(signed_mac(auth_token, url, params).finalize().into_bytes())
+}
+
+/// The URL as Twilio may have signed it: as configured, and with the
+/// default port added or removed (Twilio's own validators try both).
+fn url_variants(url: &str) -> Vec<String> {
+    let mut out = vec![url.to_owned()];
+    if let Ok(parsed) = reqwest::Url::parse(url)
+        && let Some(host) = parsed.host_str()
+        && let Some(default) = parsed.port_or_known_default()
+        && parsed.port().is_none()
+    {
+        // `Url` drops a default port, so its text is the form without one;
+        // splice the port in after the host for the other form.
+        let without = parsed.to_string();
+        let with = without.replacen(host, &format!("{host}:{default}"), 1);
+        for candidate in [without, with] {
+            if !out.contains(&candidate) {
+                out.push(candidate);
+            }
+        }
+    }
+    out
+}
+
+/// Constant-time check of `X-Twilio-Signature` against every URL variant.
+pub fn verify(
+    auth_token: &str,
+    url: &str,
+    params: &[(String, String)],
+    header_value: &str,
+) -> bool {
+    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(header_value.trim()) else {
+        return false;
+    };
+    url_variants(url).iter().any(|candidate| {
+        signed_mac(auth_token, candidate, params)
+            .verify_slice(&given)
+            .is_ok()
+    })
+}
+
+/// A TwiML reply; an empty text sends nothing.
+pub fn twiml(text: &str) -> String {
+    if text.is_empty() {
+        return r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#.to_owned();
+    }
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Message>{}</Message></Response>"#,
+        quick_xml::escape::escape(text)
+    )
+}
+
+fn twiml_response(status: StatusCode, text: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        twiml(text),
+    )
+        .into_response()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+#[tracing::instrument(skip_all, fields(message_sid))]
+pub async fn webhook(
+    State(app): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(params) = parse_form(&body) else {
+        return plain(StatusCode::BAD_REQUEST, "malformed form body");
+    };
+    if let Some(token) = &app.twilio_auth_token {
+        let base = app.public_base_url.as_deref().unwrap_or_default();
+        let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(PATH);
+        let url = format!("{base}{path_and_query}");
+        let given = headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if given.is_empty() || !verify(token.expose_secret(), &url, &params, given) {
+            tracing::warn!("refused a webhook with a missing or wrong Twilio signature");
+            return plain(StatusCode::FORBIDDEN, "invalid signature");
+        }
+    }
+    let field = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(from), Some(text), Some(sid)) = (field("From"), field("Body"), field("MessageSid"))
+    else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "From, Body and MessageSid are required",
+        );
+    };
+    tracing::Span::current().record("message_sid", sid);
+    let Some(sender) = parse_any_e164(from) else {
+        return plain(StatusCode::BAD_REQUEST, "From is not a phone number");
+    };
+    let Ok(key) = ConversationKey::new(Channel::Sms, &sender) else {
+        return plain(StatusCode::BAD_REQUEST, "From is not a phone number");
+    };
+    if sid.is_empty() || sid.len() > 64 {
+        return plain(StatusCode::BAD_REQUEST, "MessageSid is not valid");
+    }
+    let inbound = Inbound {
+        key,
+        message_id: Some(sid.to_owned()),
+        text: text.to_owned(),
+    };
+    match app.engine.handle(inbound).await {
+        Ok(reply) => twiml_response(StatusCode::OK, &reply.text()),
+        Err(e) => {
+            tracing::error!(error = %e, "turn failed; nothing was stored");
+            // Twilio treats a non-2xx answer as a failed delivery.
+            twiml_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &app.engine.unavailable_reply().text(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn signature_matches_twilio_documented_example() {
+        // The example from Twilio's webhook security documentation.
+        let params = p(&[
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675310"),
+            ("Digits", "1234"),
+            ("From", "+14158675310"),
+            ("To", "+18005551212"),
+        ]);
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let sig = signature("12345", url, &params);
+        assert_eq!(sig, "GvWf1cFY/Q7PnoempGyD5oXAezc=");
+        assert!(verify("12345", url, &params, &sig));
+        assert!(!verify("12346", url, &params, &sig));
+        assert!(!verify("12345", url, &p(&[("Digits", "1235")]), &sig));
+    }
+
+    #[test]
+    fn default_port_variants_verify() {
+        let params = p(&[("Body", "UNLOCK")]);
+        let sig = signature("tok", "https://bot.example.org:443/sms/twilio", &params);
+        assert!(verify(
+            "tok",
+            "https://bot.example.org/sms/twilio",
+            &params,
+            &sig
+        ));
+        let sig = signature("tok", "https://bot.example.org/sms/twilio", &params);
+        assert!(verify(
+            "tok",
+            "https://bot.example.org:443/sms/twilio",
+            &params,
+            &sig
+        ));
+    }
+
+    #[test]
+    fn form_parsing_is_strict_about_utf8() {
+        assert_eq!(
+            parse_form(b"Body=caf%C3%A9+ok&From=%2B44").unwrap(),
+            p(&[("Body", "café ok"), ("From", "+44")])
+        );
+        assert_eq!(parse_form(b"Body=%FF%FE"), Err(MalformedForm));
+        assert_eq!(parse_form(b""), Ok(vec![]));
+    }
+
+    #[test]
+    fn twiml_escapes() {
+        assert_eq!(
+            twiml("a<b & \"c\""),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Message>a&lt;b &amp; &quot;c&quot;</Message></Response>"#
+        );
+        assert!(twiml("").ends_with("<Response/>"));
+    }
+}

@@ -1,0 +1,245 @@
+//! The command line: `serve`, `chat`, `demo`, `accounts …`, `audit`,
+//! `dialog check`.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::accounts;
+use crate::app::{Application, Services};
+use crate::clock::{Clock, SystemClock};
+use crate::demo;
+use crate::dialog;
+use crate::directory::sql::SqlDirectory;
+use crate::domain::Email;
+use crate::settings::Settings;
+use crate::sms::console::ConsoleSender;
+use crate::store::Store;
+use crate::store::sqlite::{SqliteStore, connect};
+use crate::telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "unlockbot",
+    version,
+    about = "Self-service account unlock by text message"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (webhooks, health).
+    Serve,
+    /// Talk to the bot in this terminal, against the configured database;
+    /// texts to the registered mobile are shown on screen.
+    Chat,
+    /// Try the bot with no configuration: a separate demo database with
+    /// clearly marked sample accounts, and a terminal conversation.
+    Demo,
+    /// Manage accounts in the built-in directory.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Print the audit trail.
+    Audit {
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the dialog files.
+    #[command(subcommand)]
+    Dialog(DialogCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AccountsCommand {
+    /// Import accounts from CSV (re-import updates by email).
+    Import { file: std::path::PathBuf },
+    /// Show one account.
+    Show {
+        email: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lock an account, as the directory would after failed sign-ins.
+    Lock { email: String },
+    /// Read a password on standard input; exit 0 when it is the account's
+    /// current password, 1 when it is not.
+    VerifyPassword { email: String },
+}
+
+#[derive(Subcommand)]
+pub enum DialogCommand {
+    /// Validate the flow and every language file in DIALOGS_DIR.
+    Check,
+}
+
+fn parse_email(raw: &str) -> anyhow::Result<Email> {
+    Email::parse(raw).map_err(|e| anyhow::anyhow!("'{raw}' is not a valid email address: {e}"))
+}
+
+async fn open_directory(settings: &Settings) -> anyhow::Result<(SqlDirectory, SqliteStore)> {
+    let pool = connect(&settings.database_url)
+        .await
+        .context("cannot open the database (DATABASE_URL)")?;
+    Ok((
+        SqlDirectory::new(pool.clone(), settings.allow_crown_dependencies),
+        SqliteStore::new(pool),
+    ))
+}
+
+/// Run a command; the exit code follows each command's contract.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_env()?;
+    let quiet = matches!(cli.command, Command::Chat | Command::Demo);
+    telemetry::init(
+        settings.log_format,
+        if quiet { "warn" } else { "info,unlockbot=info" },
+    );
+    let clock = SystemClock;
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            tracing::info!(port = app.port(), "unlockbot listening");
+            app.run_until_stopped().await?;
+        }
+        Command::Chat => {
+            eprintln!("!!! {} !!!", ConsoleSender::WARNING);
+            let services = Services::build(
+                &settings,
+                Arc::new(SystemClock),
+                Some(Arc::new(ConsoleSender::default())),
+            )
+            .await?;
+            crate::channels::terminal::run(
+                services.engine,
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            )
+            .await?;
+        }
+        Command::Demo => demo::run(settings).await?,
+        Command::Accounts(command) => return accounts_command(&settings, command, &clock).await,
+        Command::Audit { json } => {
+            let (_, store) = open_directory(&settings).await?;
+            let events = store.audit_events().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                for e in events {
+                    println!(
+                        "{}  {:<8} {:<16} {:<32} {:<12} {}",
+                        e.at.to_rfc3339(),
+                        e.channel,
+                        e.sender,
+                        e.account.as_deref().unwrap_or("-"),
+                        e.event,
+                        e.outcome
+                    );
+                }
+            }
+        }
+        Command::Dialog(DialogCommand::Check) => {
+            match dialog::spec::check_all(&settings.dialogs_dir) {
+                Ok(codes) => println!(
+                    "{}: flow.toml and {} language file(s) ({}) are valid",
+                    settings.dialogs_dir.display(),
+                    codes.len(),
+                    codes.join(", ")
+                ),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn accounts_command(
+    settings: &Settings,
+    command: AccountsCommand,
+    clock: &dyn Clock,
+) -> anyhow::Result<ExitCode> {
+    let (directory, _) = open_directory(settings).await?;
+    match command {
+        AccountsCommand::Import { file } => {
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let report = accounts::import_csv(
+                &directory,
+                input,
+                settings.allow_crown_dependencies,
+                clock.now(),
+            )
+            .await?;
+            for (line, email) in &report.disabled {
+                println!(
+                    "line {line}: {email} imported but DISABLED: registered mobile is not a UK mobile number"
+                );
+            }
+            for r in &report.rejected {
+                eprintln!("line {}: rejected: {}", r.line, r.reason);
+            }
+            println!(
+                "{} imported, {} rejected",
+                report.imported,
+                report.rejected.len()
+            );
+            Ok(if report.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        AccountsCommand::Show { email, json } => {
+            let email = parse_email(&email)?;
+            let Some(view) = directory.view(&email).await? else {
+                eprintln!("no account {email}");
+                return Ok(ExitCode::FAILURE);
+            };
+            if json {
+                println!("{}", serde_json::to_string(&view)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountsCommand::Lock { email } => {
+            let email = parse_email(&email)?;
+            directory.lock(&email, clock.now()).await?;
+            println!("{email} locked");
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountsCommand::VerifyPassword { email } => {
+            let email = parse_email(&email)?;
+            let mut raw = String::new();
+            std::io::stdin().read_to_string(&mut raw)?;
+            let password = SecretString::from(raw.trim_end_matches(['\r', '\n']).to_owned());
+            drop(raw);
+            let ok = directory
+                .verify_password(&email, password.expose_secret())
+                .await?;
+            eprintln!(
+                "{}",
+                if ok {
+                    "password matches"
+                } else {
+                    "password does NOT match"
+                }
+            );
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

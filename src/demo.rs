@@ -1,0 +1,133 @@
+//! `unlockbot demo`: try the bot with no configuration. Uses its own
+//! database file (never the configured one), fills it with clearly marked
+//! sample accounts, and starts a terminal conversation whose texts are shown
+//! on screen.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+
+use crate::app::Services;
+use crate::clock::{Clock, SystemClock};
+use crate::directory::sql::NewAccount;
+use crate::domain::{Answer, Email, hash_answer, parse_registered_mobile};
+use crate::settings::Settings;
+use crate::sms::console::ConsoleSender;
+
+/// The demo's own database, beside (never instead of) the real one.
+pub const DEMO_DATABASE_URL: &str = "sqlite://unlockbot-demo.sqlite";
+
+struct Sample {
+    email: &'static str,
+    mobile: Option<&'static str>,
+    same_sign_on: bool,
+    synced_hours_ago: Option<i64>,
+    locked: bool,
+    questions: &'static [(&'static str, &'static str)],
+    what: &'static str,
+}
+
+const QUESTIONS: &[(&str, &str)] = &[
+    ("What was the name of your first pet?", "Biscuit"),
+    ("In which town were you born?", "Leeds"),
+    ("What was the make of your first car?", "Mini"),
+];
+
+const SAMPLES: &[Sample] = &[
+    Sample {
+        email: "sample.locked@demo.nhs.net",
+        mobile: Some("07400 123456"),
+        same_sign_on: false,
+        synced_hours_ago: None,
+        locked: true,
+        questions: QUESTIONS,
+        what: "locked; try option 1 (unlock) or 2 (temporary password)",
+    },
+    Sample {
+        email: "sample.sso@demo.nhs.net",
+        mobile: Some("07400 654321"),
+        same_sign_on: true,
+        synced_hours_ago: Some(24 * 90),
+        locked: true,
+        questions: QUESTIONS,
+        what: "locked, Same Sign On organisation",
+    },
+    Sample {
+        email: "sample.newstarter@demo.nhs.net",
+        mobile: Some("07400 111222"),
+        same_sign_on: true,
+        synced_hours_ago: Some(2),
+        locked: true,
+        questions: QUESTIONS,
+        what: "Same Sign On, moved in 2 hours ago: reset refused for now",
+    },
+    Sample {
+        email: "sample.jersey@demo.nhs.net",
+        mobile: Some("07797 123456"),
+        same_sign_on: false,
+        synced_hours_ago: None,
+        locked: true,
+        questions: QUESTIONS,
+        what: "registered mobile in Jersey: account disabled",
+    },
+    Sample {
+        email: "sample.nomobile@demo.nhs.net",
+        mobile: None,
+        same_sign_on: false,
+        synced_hours_ago: None,
+        locked: true,
+        questions: QUESTIONS,
+        what: "no mobile: sent to the Local Administrator",
+    },
+];
+
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
+    settings.database_url = DEMO_DATABASE_URL.to_owned();
+    let clock = SystemClock;
+    let services = Services::build(
+        &settings,
+        Arc::new(SystemClock),
+        Some(Arc::new(ConsoleSender::default())),
+    )
+    .await?;
+    let now = clock.now();
+    for s in SAMPLES {
+        let questions = s
+            .questions
+            .iter()
+            .map(|(q, a)| Ok(((*q).to_owned(), hash_answer(&Answer::new(a))?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let account = NewAccount {
+            email: Email::parse(s.email)?,
+            mobile: s
+                .mobile
+                .map(|m| parse_registered_mobile(m, false))
+                .transpose()?,
+            organisation: "Demo Trust (SAMPLE DATA)".to_owned(),
+            same_sign_on: s.same_sign_on,
+            synced_at: s.synced_hours_ago.map(|h| now - Duration::hours(h)),
+            locked: s.locked,
+            questions,
+        };
+        services.directory.upsert(&account, now).await?;
+    }
+    println!(
+        "=== unlockbot DEMO: separate database unlockbot-demo.sqlite, SAMPLE accounts only ==="
+    );
+    println!("Texts to the registered mobile are printed here instead of being sent.\n");
+    println!("Sample accounts (reset to these values every time the demo starts):");
+    for s in SAMPLES {
+        let last4 = s
+            .mobile
+            .map(|m| m.chars().filter(char::is_ascii_digit).collect::<String>())
+            .map(|d| d[d.len() - 4..].to_owned())
+            .unwrap_or_else(|| "----".into());
+        println!("  {:<34} mobile ending {last4}  {}", s.email, s.what);
+    }
+    println!("Security answers for all of them:");
+    for (q, a) in QUESTIONS {
+        println!("  {q:<40} {a}");
+    }
+    println!();
+    crate::channels::terminal::run(services.engine, tokio::io::stdin(), tokio::io::stdout()).await
+}

@@ -1,0 +1,394 @@
+//! One turn of a conversation: load the state, run the current step against
+//! the input, call the step's action, follow the transition, and store the
+//! new state, the audit events and the attempt counters in one transaction.
+//!
+//! The engine knows nothing about channels: a channel hands it an
+//! [`Inbound`] (conversation key, message id, text) and renders the
+//! [`Reply`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::ConversationState;
+use super::render::{Vars, render};
+use super::spec::{AskStep, Dialog, InputKind, Outcome, Step};
+use crate::clock::Clock;
+use crate::directory::{Account, DirectoryError};
+use crate::domain::{Answer, ConversationKey, Email, Last4};
+use crate::store::{AuditEvent, Store, StoreError, TurnCommit};
+use crate::unlock::Unlock;
+
+/// Longest message the engine reads (Twilio's own limit is 1600 characters).
+pub const MAX_INPUT_CHARS: usize = 1600;
+
+/// Settings of the conversation that are not wording or flow.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A conversation idle this long expires.
+    pub idle_timeout: Duration,
+}
+
+/// One inbound message, whatever the channel.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub key: ConversationKey,
+    /// The channel's id for this message (Twilio `MessageSid`, Telegram
+    /// `update_id`), used to answer a repeated delivery without processing
+    /// it twice.
+    pub message_id: Option<String>,
+    pub text: String,
+}
+
+/// The engine's answer, for the channel to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The paragraphs of the reply, in order.
+    pub parts: Vec<String>,
+    /// The step now waiting expects one of these answers (for buttons).
+    pub choices: Vec<String>,
+    /// The inbound text was a security answer (a chat may delete it).
+    pub input_was_secret: bool,
+    /// The conversation has ended.
+    pub ended: bool,
+    /// This was a repeated delivery, answered from the record.
+    pub repeated: bool,
+}
+
+impl Reply {
+    /// The whole reply as one text.
+    pub fn text(&self) -> String {
+        self.parts.join("\n\n")
+    }
+}
+
+/// A turn could not be completed; nothing of it was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A parsed input.
+pub enum Input {
+    Email(Email),
+    Last4(Last4),
+    Answer(Answer),
+    Option(u8),
+}
+
+fn parse_input(kind: InputKind, text: &str) -> Option<Input> {
+    match kind {
+        InputKind::Email => Email::parse(text).ok().map(Input::Email),
+        InputKind::Last4 => Last4::parse(text).ok().map(Input::Last4),
+        InputKind::Answer => (!text.trim().is_empty()).then(|| Input::Answer(Answer::new(text))),
+        InputKind::Option => match text.trim().trim_end_matches('.') {
+            "1" => Some(Input::Option(1)),
+            "2" => Some(Input::Option(2)),
+            _ => None,
+        },
+    }
+}
+
+/// What a turn has decided so far; the actions add to it.
+pub struct Turn {
+    pub key: ConversationKey,
+    pub now: DateTime<Utc>,
+    pub state: ConversationState,
+    pub audit: Vec<AuditEvent>,
+    pub failures: Vec<Email>,
+    pub blocks: Vec<(Email, DateTime<Utc>)>,
+    /// The named account, fetched at most once per turn.
+    pub account: Option<Option<Account>>,
+}
+
+impl Turn {
+    /// Record an audit event about this conversation.
+    pub fn audit(&mut self, event: &str, outcome: &str) {
+        self.audit.push(AuditEvent {
+            at: self.now,
+            channel: self.key.channel().as_str().to_owned(),
+            sender: self.key.masked_sender(),
+            account: self.state.email.as_ref().map(|e| e.as_str().to_owned()),
+            event: event.to_owned(),
+            outcome: outcome.to_owned(),
+        });
+    }
+}
+
+/// Serialises turns of one conversation within this process.
+#[derive(Default)]
+struct KeyLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl KeyLocks {
+    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget locks nobody holds, so the map does not grow without bound.
+        map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        map.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+pub struct Engine {
+    dialog: Arc<Dialog>,
+    store: Arc<dyn Store>,
+    unlock: Unlock,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    locks: KeyLocks,
+}
+
+impl Engine {
+    pub fn new(
+        dialog: Arc<Dialog>,
+        store: Arc<dyn Store>,
+        unlock: Unlock,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Self {
+        Self {
+            dialog,
+            store,
+            unlock,
+            clock,
+            config,
+            locks: KeyLocks::default(),
+        }
+    }
+
+    pub fn dialog(&self) -> &Dialog {
+        &self.dialog
+    }
+
+    /// The reply to send when a turn fails: nothing was changed.
+    pub fn unavailable_reply(&self) -> Reply {
+        Reply {
+            parts: vec![self.dialog.wording.text("service_unavailable").to_owned()],
+            choices: Vec::new(),
+            input_was_secret: false,
+            ended: false,
+            repeated: false,
+        }
+    }
+
+    /// Run one turn.
+    #[tracing::instrument(skip_all, fields(conversation = %inbound.key.masked_sender(), channel = inbound.key.channel().as_str()))]
+    pub async fn handle(&self, inbound: Inbound) -> Result<Reply, TurnError> {
+        let lock = self.locks.get(&inbound.key.to_string());
+        let _guard = lock.lock().await;
+
+        if let Some(id) = &inbound.message_id
+            && let Some(text) = self
+                .store
+                .processed_reply(inbound.key.channel(), id)
+                .await?
+        {
+            tracing::info!("repeated delivery answered from the record");
+            return Ok(Reply {
+                parts: vec![text],
+                choices: Vec::new(),
+                input_was_secret: false,
+                ended: false,
+                repeated: true,
+            });
+        }
+
+        let now = self.clock.now();
+        let stored = self.store.load_conversation(&inbound.key).await?;
+        let mut parts = Vec::new();
+        let mut turn = Turn {
+            key: inbound.key.clone(),
+            now,
+            state: ConversationState::default(),
+            audit: Vec::new(),
+            failures: Vec::new(),
+            blocks: Vec::new(),
+            account: None,
+        };
+        let mut input_was_secret = false;
+        let live = match stored {
+            Some(c) if now - c.updated_at > self.config.idle_timeout => {
+                turn.state = c.state;
+                turn.audit("conversation", "expired");
+                parts.push(self.say("expired", &mut turn).await?);
+                None
+            }
+            Some(c) => Some(c.state),
+            None => None,
+        };
+
+        let next_state = match live {
+            None => {
+                turn.state = ConversationState::default();
+                turn.audit("conversation", "started");
+                parts.push(self.say("greeting", &mut turn).await?);
+                let start = self.dialog.start.clone();
+                self.enter(&start, true, &mut turn, &mut parts).await?
+            }
+            Some(state) => {
+                turn.state = state;
+                self.advance(&inbound.text, &mut turn, &mut parts, &mut input_was_secret)
+                    .await?
+            }
+        };
+
+        let choices = match next_state.as_ref().and_then(|s| self.dialog.step(&s.step)) {
+            Some(Step::Ask(ask)) if ask.input == InputKind::Option => {
+                vec!["1".to_owned(), "2".to_owned()]
+            }
+            _ => Vec::new(),
+        };
+        let reply = Reply {
+            parts,
+            choices,
+            input_was_secret,
+            ended: next_state.is_none(),
+            repeated: false,
+        };
+        self.store
+            .commit_turn(TurnCommit {
+                key: inbound.key,
+                state: next_state,
+                now,
+                processed: inbound.message_id.map(|id| (id, reply.text())),
+                audit: turn.audit,
+                failures: turn.failures,
+                blocks: turn.blocks,
+            })
+            .await?;
+        Ok(reply)
+    }
+
+    /// Handle input in a live conversation. Returns the state to store, or
+    /// `None` when the conversation ends.
+    async fn advance(
+        &self,
+        raw: &str,
+        turn: &mut Turn,
+        parts: &mut Vec<String>,
+        input_was_secret: &mut bool,
+    ) -> Result<Option<ConversationState>, TurnError> {
+        let text = raw.trim();
+        let wording = &self.dialog.wording;
+        let dialog = Arc::clone(&self.dialog);
+        let Some(Step::Ask(step)) = dialog.step(&turn.state.step) else {
+            // The stored step no longer exists (the dialog was edited) or is
+            // final: start afresh rather than fail.
+            tracing::warn!(step = %turn.state.step, "stored step is not an open step; starting again");
+            turn.state = ConversationState::default();
+            parts.push(self.say("greeting", turn).await?);
+            return self.enter(&dialog.start, true, turn, parts).await;
+        };
+        if wording.is_cancel(text) {
+            turn.audit("conversation", "cancelled");
+            parts.push(self.say("cancelled", turn).await?);
+            return Ok(None);
+        }
+        if wording.is_help(text) {
+            parts.push(self.say(&step.help, turn).await?);
+            parts.push(self.say(&step.prompt, turn).await?);
+            return Ok(Some(turn.state.clone()));
+        }
+        *input_was_secret = step.input == InputKind::Answer;
+        let input = if text.chars().count() > MAX_INPUT_CHARS {
+            parts.push(self.say("message_too_long", turn).await?);
+            None
+        } else {
+            parse_input(step.input, text)
+        };
+        let Some(input) = input else {
+            return self.invalid(step, turn, parts).await;
+        };
+        turn.state.invalid_in_a_row = 0;
+        let outcome = self.unlock.run(step.action, input, turn).await?;
+        self.follow(step, outcome, turn, parts).await
+    }
+
+    async fn invalid(
+        &self,
+        step: &AskStep,
+        turn: &mut Turn,
+        parts: &mut Vec<String>,
+    ) -> Result<Option<ConversationState>, TurnError> {
+        turn.state.invalid_in_a_row += 1;
+        if turn.state.invalid_in_a_row >= self.dialog.max_invalid {
+            turn.audit("conversation", "too_many_invalid");
+            parts.push(self.say("too_many_invalid", turn).await?);
+            return Ok(None);
+        }
+        parts.push(self.say(&step.hint, turn).await?);
+        Ok(Some(turn.state.clone()))
+    }
+
+    async fn follow(
+        &self,
+        step: &AskStep,
+        outcome: Outcome,
+        turn: &mut Turn,
+        parts: &mut Vec<String>,
+    ) -> Result<Option<ConversationState>, TurnError> {
+        let transition = step.on.get(&outcome).ok_or_else(|| {
+            TurnError::Internal(format!(
+                "validated dialog lacks outcome {}",
+                outcome.as_str()
+            ))
+        })?;
+        for id in &transition.say {
+            parts.push(self.say(id, turn).await?);
+        }
+        self.enter(&transition.to, transition.notes, turn, parts)
+            .await
+    }
+
+    /// Enter a step: an end step says its message and ends the
+    /// conversation; an asking step shows its notes (if wanted) and prompt.
+    async fn enter(
+        &self,
+        step_id: &str,
+        with_notes: bool,
+        turn: &mut Turn,
+        parts: &mut Vec<String>,
+    ) -> Result<Option<ConversationState>, TurnError> {
+        match self.dialog.step(step_id) {
+            Some(Step::End { say }) => {
+                parts.push(self.say(say, turn).await?);
+                Ok(None)
+            }
+            Some(Step::Ask(ask)) => {
+                turn.state.step = step_id.to_owned();
+                if with_notes && !ask.notes.is_empty() {
+                    let facts = self.unlock.facts(turn).await?;
+                    for note in &ask.notes {
+                        if facts.contains(&note.when) {
+                            parts.push(self.say(&note.say, turn).await?);
+                        }
+                    }
+                }
+                parts.push(self.say(&ask.prompt, turn).await?);
+                Ok(Some(turn.state.clone()))
+            }
+            None => Err(TurnError::Internal(format!(
+                "validated dialog lacks step {step_id}"
+            ))),
+        }
+    }
+
+    /// A message of the wording, rendered for this turn.
+    async fn say(&self, id: &str, turn: &mut Turn) -> Result<String, TurnError> {
+        let template = self.dialog.wording.text(id);
+        let mut vars = Vars::new();
+        vars.insert(
+            "idle_minutes",
+            self.config.idle_timeout.num_minutes().to_string(),
+        );
+        if template.contains('{') {
+            self.unlock.vars(turn, &mut vars).await?;
+        }
+        Ok(render(template, &vars))
+    }
+}

@@ -1,0 +1,40 @@
+//! The dialog engine: the conversation is data (`dialogs/`), loaded and
+//! validated by [`spec`], and run one turn at a time by [`engine`].
+
+pub mod engine;
+pub mod render;
+pub mod spec;
+
+pub use engine::{Engine, EngineConfig, Inbound, Reply, TurnError};
+pub use spec::{ActionKind, Dialog, DialogError, Fact, InputKind, Outcome};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Email;
+
+/// Everything a conversation has collected so far, stored (as JSON) after
+/// every turn. It never holds a secret: answers are checked as they arrive
+/// and only the verdict is kept.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConversationState {
+    /// The step waiting for input.
+    pub step: String,
+    /// Invalid inputs in a row at this step.
+    #[serde(default)]
+    pub invalid_in_a_row: u32,
+    /// The account the user named (whether or not it exists).
+    #[serde(default)]
+    pub email: Option<Email>,
+    /// Positions of the security questions chosen for this conversation.
+    #[serde(default)]
+    pub questions: Vec<u32>,
+    /// How many of them have been answered.
+    #[serde(default)]
+    pub answered: usize,
+    /// Whether every answer so far was right (revealed only at the end).
+    #[serde(default)]
+    pub answers_ok: bool,
+    /// Email, digits and answers all checked out.
+    #[serde(default)]
+    pub verified: bool,
+}

@@ -1,0 +1,398 @@
+//! Secrets: temporary passwords, security-question answers, and argon2id
+//! hashing of both answers and account passwords.
+//!
+//! None of the secret types implement `Display` or `Serialize`, and their
+//! `Debug` output is redacted, so they cannot end up in logs or JSON by
+//! accident. Their memory is zeroed when dropped (best effort: copies made
+//! by the allocator while a buffer grows are not).
+
+use std::fmt;
+
+use argon2::{
+    Argon2,
+    password_hash::{self, PasswordHasher, PasswordVerifier, phc::PasswordHash},
+};
+use rand::{RngExt, seq::SliceRandom};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+/// Minimum length, in characters, of any password we set or accept.
+pub const MIN_PASSWORD_LEN: usize = 10;
+
+/// Upper bound on [`TempPassword::generate`]'s length (Active Directory
+/// accepts up to 256 characters; nobody wants to type more than this).
+pub const MAX_TEMP_PASSWORD_LEN: usize = 128;
+
+/// Upper-case letters used in temporary passwords (no `O`, `I`).
+const UPPER: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
+/// Lower-case letters used in temporary passwords (no `o`, `l`).
+const LOWER: &[u8] = b"abcdefghijkmnpqrstuvwxyz";
+/// Digits used in temporary passwords (no `0`, `1`).
+const DIGITS: &[u8] = b"23456789";
+/// The whole temporary-password alphabet: [`UPPER`] + [`LOWER`] + [`DIGITS`].
+const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
+
+/// Why a password does not meet our policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Fewer than [`MIN_PASSWORD_LEN`] characters.
+    #[error("the password must be at least {min} characters long (it has {actual})")]
+    TooShort {
+        /// The minimum.
+        min: usize,
+        /// The length given, in characters.
+        actual: usize,
+    },
+    /// Spaces, tabs, newlines and other whitespace are not allowed.
+    #[error("the password must not contain spaces or other whitespace")]
+    ContainsWhitespace,
+    /// Control characters (which cannot be typed reliably) are not allowed.
+    #[error("the password must not contain control characters")]
+    ContainsControlCharacter,
+}
+
+/// Hashing failed (should not happen with the default parameters; would
+/// mean the OS random number generator failed, or similar).
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The argon2 implementation reported an error.
+    #[error("could not hash the secret: {0}")]
+    Hashing(password_hash::Error),
+}
+
+/// A freshly generated temporary password, to be set on the account and
+/// sent to the user.
+///
+/// Built from an alphabet without look-alike characters (`0 O o 1 l I` are
+/// excluded) and always containing at least one upper-case letter, one
+/// lower-case letter and one digit, so it meets Active Directory's
+/// complexity rule. No `Display`, no `Serialize`, redacted `Debug`, zeroed
+/// on drop.
+pub struct TempPassword(Zeroizing<String>);
+
+impl TempPassword {
+    /// Generates a password of `len` characters (clamped to
+    /// [`MIN_PASSWORD_LEN`]..=[`MAX_TEMP_PASSWORD_LEN`]) using the thread-local
+    /// CSPRNG.
+    pub fn generate(len: usize) -> TempPassword {
+        let len = len.clamp(MIN_PASSWORD_LEN, MAX_TEMP_PASSWORD_LEN);
+        let mut rng = rand::rng();
+        let mut pick = |set: &[u8]| set[rng.random_range(0..set.len())];
+
+        let mut bytes = Zeroizing::new(Vec::with_capacity(len));
+        // One of each required class, then fill from the whole alphabet.
+        bytes.push(pick(UPPER));
+        bytes.push(pick(LOWER));
+        bytes.push(pick(DIGITS));
+        while bytes.len() < len {
+            bytes.push(pick(ALPHABET));
+        }
+        bytes.shuffle(&mut rng);
+
+        let mut out = Zeroizing::new(String::with_capacity(len));
+        out.extend(bytes.iter().map(|&b| char::from(b)));
+        TempPassword(out)
+    }
+
+    /// The password itself. Only call this to set it on the account or to
+    /// put it in the message to the user.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TempPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TempPassword(***)")
+    }
+}
+
+/// Checks our own minimum policy: at least [`MIN_PASSWORD_LEN`] characters,
+/// no whitespace, no control characters. (Active Directory's complexity rule
+/// is separate: [`meets_ad_complexity`].)
+///
+/// # Errors
+/// The first [`PolicyError`] found.
+pub fn meets_password_policy(pw: &str) -> Result<(), PolicyError> {
+    let actual = pw.chars().count();
+    if actual < MIN_PASSWORD_LEN {
+        return Err(PolicyError::TooShort {
+            min: MIN_PASSWORD_LEN,
+            actual,
+        });
+    }
+    if pw.chars().any(char::is_whitespace) {
+        return Err(PolicyError::ContainsWhitespace);
+    }
+    if pw.chars().any(char::is_control) {
+        return Err(PolicyError::ContainsControlCharacter);
+    }
+    Ok(())
+}
+
+/// Active Directory's "complexity" rule: characters from at least three of
+/// the four classes upper-case, lower-case, digit (0-9) and symbol
+/// (anything else that is not a letter, digit or whitespace).
+///
+/// AD also checks the password does not contain the account name; that
+/// needs the account, so it is not checked here.
+pub fn meets_ad_complexity(pw: &str) -> bool {
+    let (mut upper, mut lower, mut digit, mut symbol) = (false, false, false, false);
+    for c in pw.chars() {
+        if c.is_uppercase() {
+            upper = true;
+        } else if c.is_lowercase() {
+            lower = true;
+        } else if c.is_ascii_digit() {
+            digit = true;
+        } else if !c.is_alphanumeric() && !c.is_whitespace() && !c.is_control() {
+            symbol = true;
+        }
+    }
+    [upper, lower, digit, symbol]
+        .into_iter()
+        .filter(|&b| b)
+        .count()
+        >= 3
+}
+
+/// A security-question answer, normalised so that trivial differences in
+/// how the user types it do not matter.
+///
+/// Normalisation: leading/trailing whitespace removed, runs of inner
+/// whitespace collapsed to one space, lower-cased (Unicode-aware). No
+/// `Display`, no `Serialize`, redacted `Debug`; only ever hashed
+/// ([`hash_answer`]) or checked ([`verify_answer`]).
+pub struct Answer(SecretString);
+
+impl Answer {
+    /// Normalises `raw` (see the type's docs).
+    pub fn new(raw: &str) -> Answer {
+        let mut collapsed = Zeroizing::new(String::with_capacity(raw.len()));
+        for (i, word) in raw.split_whitespace().enumerate() {
+            if i > 0 {
+                collapsed.push(' ');
+            }
+            collapsed.push_str(word);
+        }
+        Answer(SecretString::from(collapsed.to_lowercase()))
+    }
+
+    /// Whether the answer is empty after normalisation (the user sent only
+    /// whitespace).
+    pub fn is_empty(&self) -> bool {
+        self.0.expose_secret().is_empty()
+    }
+
+    fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Answer(***)")
+    }
+}
+
+/// The hasher: argon2id, version 0x13, the crate's default (OWASP-recommended)
+/// cost parameters (19 MiB, 2 iterations, 1 lane).
+fn hasher() -> Argon2<'static> {
+    Argon2::default()
+}
+
+fn hash_bytes(secret: &[u8]) -> Result<String, HashError> {
+    let hash: PasswordHash = hasher().hash_password(secret).map_err(HashError::Hashing)?;
+    Ok(hash.to_string())
+}
+
+fn verify_bytes(secret: &[u8], phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    hasher().verify_password(secret, &parsed).is_ok()
+}
+
+/// Hashes a normalised answer with argon2id and a fresh random salt,
+/// returning a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+///
+/// # Errors
+/// [`HashError`] if argon2 fails.
+pub fn hash_answer(answer: &Answer) -> Result<String, HashError> {
+    hash_bytes(answer.expose().as_bytes())
+}
+
+/// Checks a normalised answer against a PHC string from [`hash_answer`].
+/// `false` on mismatch and on a malformed or unsupported hash.
+pub fn verify_answer(answer: &Answer, phc: &str) -> bool {
+    verify_bytes(answer.expose().as_bytes(), phc)
+}
+
+/// Hashes an account password with argon2id (as [`hash_answer`]; the
+/// password is used exactly as given, not normalised).
+///
+/// # Errors
+/// [`HashError`] if argon2 fails.
+pub fn hash_password(password: &str) -> Result<String, HashError> {
+    hash_bytes(password.as_bytes())
+}
+
+/// Checks an account password against a PHC string from [`hash_password`].
+/// `false` on mismatch and on a malformed or unsupported hash.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    verify_bytes(password.as_bytes(), phc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXCLUDED: &[char] = &['0', 'O', 'o', '1', 'l', 'I'];
+
+    #[test]
+    fn alphabet_is_the_union_of_the_classes() {
+        let union: Vec<u8> = [UPPER, LOWER, DIGITS].concat();
+        assert_eq!(union.as_slice(), ALPHABET);
+        assert!(ALPHABET.iter().all(|&b| !EXCLUDED.contains(&char::from(b))));
+    }
+
+    #[test]
+    fn generated_passwords_meet_policy_and_complexity() {
+        for i in 0..1000 {
+            let len = 10 + i % 7;
+            let pw = TempPassword::generate(len);
+            let s = pw.expose_secret();
+            assert_eq!(s.chars().count(), len);
+            assert_eq!(meets_password_policy(s), Ok(()), "{s}");
+            assert!(meets_ad_complexity(s), "{s}");
+            assert!(s.chars().any(|c| c.is_ascii_uppercase()), "{s}");
+            assert!(s.chars().any(|c| c.is_ascii_lowercase()), "{s}");
+            assert!(s.chars().any(|c| c.is_ascii_digit()), "{s}");
+            assert!(!s.chars().any(|c| EXCLUDED.contains(&c)), "{s}");
+            assert!(s.bytes().all(|b| ALPHABET.contains(&b)), "{s}");
+        }
+    }
+
+    #[test]
+    fn generated_length_is_clamped() {
+        assert_eq!(TempPassword::generate(0).expose_secret().len(), 10);
+        assert_eq!(TempPassword::generate(9).expose_secret().len(), 10);
+        assert_eq!(TempPassword::generate(16).expose_secret().len(), 16);
+        assert_eq!(
+            TempPassword::generate(10_000).expose_secret().len(),
+            MAX_TEMP_PASSWORD_LEN
+        );
+    }
+
+    #[test]
+    fn generated_passwords_differ() {
+        let a = TempPassword::generate(12);
+        let b = TempPassword::generate(12);
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+
+    #[test]
+    fn temp_password_debug_is_redacted() {
+        let pw = TempPassword::generate(12);
+        let dbg = format!("{pw:?}");
+        assert_eq!(dbg, "TempPassword(***)");
+        assert!(!dbg.contains(pw.expose_secret()));
+    }
+
+    #[test]
+    fn password_policy() {
+        assert_eq!(meets_password_policy("Abcdefgh23"), Ok(()));
+        assert_eq!(
+            meets_password_policy("Abc123"),
+            Err(PolicyError::TooShort { min: 10, actual: 6 })
+        );
+        assert_eq!(
+            meets_password_policy("Abcd efgh23"),
+            Err(PolicyError::ContainsWhitespace)
+        );
+        assert_eq!(
+            meets_password_policy("Abcdefgh23\t"),
+            Err(PolicyError::ContainsWhitespace)
+        );
+        assert_eq!(
+            meets_password_policy("Abcdefgh23\u{7}"),
+            Err(PolicyError::ContainsControlCharacter)
+        );
+        // Length is in characters, not bytes.
+        assert!(meets_password_policy("ééééééééé").is_err());
+        assert!(
+            meets_password_policy("")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 10")
+        );
+    }
+
+    #[test]
+    fn ad_complexity() {
+        assert!(meets_ad_complexity("Abcdefgh23"));
+        assert!(meets_ad_complexity("abcdefgh2!"));
+        assert!(meets_ad_complexity("ABCDEFGH2!"));
+        assert!(meets_ad_complexity("Abcdefgh!!"));
+        assert!(!meets_ad_complexity("abcdefgh23"));
+        assert!(!meets_ad_complexity("ABCDEFGHIJ"));
+        assert!(!meets_ad_complexity("1234567890"));
+        assert!(!meets_ad_complexity("abc !!!!!!"));
+        assert!(!meets_ad_complexity(""));
+    }
+
+    #[test]
+    fn answer_normalisation() {
+        let a = Answer::new("  Fluffy   the  CAT ");
+        let b = Answer::new("fluffy the cat");
+        assert_eq!(a.expose(), b.expose());
+        assert_eq!(a.expose(), "fluffy the cat");
+        assert_eq!(Answer::new("\tÉCOLE\n Straße ").expose(), "école straße");
+        assert!(Answer::new(" \n\t ").is_empty());
+        assert!(!a.is_empty());
+    }
+
+    #[test]
+    fn answer_debug_is_redacted() {
+        let a = Answer::new("Fluffy");
+        let dbg = format!("{a:?}");
+        assert_eq!(dbg, "Answer(***)");
+        assert!(!dbg.to_lowercase().contains("fluffy"));
+    }
+
+    #[test]
+    fn answer_hash_roundtrip() {
+        let phc = hash_answer(&Answer::new("Fluffy the Cat")).unwrap();
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert!(!phc.contains("fluffy"));
+        assert!(verify_answer(&Answer::new("  fluffy   THE cat"), &phc));
+        assert!(!verify_answer(&Answer::new("fluffy the dog"), &phc));
+        // Salted: same input, different hash.
+        let again = hash_answer(&Answer::new("fluffy the cat")).unwrap();
+        assert_ne!(phc, again);
+        assert!(verify_answer(&Answer::new("fluffy the cat"), &again));
+    }
+
+    #[test]
+    fn password_hash_roundtrip() {
+        let phc = hash_password("Correct-Horse-9").unwrap();
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert!(verify_password("Correct-Horse-9", &phc));
+        // Passwords are not normalised.
+        assert!(!verify_password("correct-horse-9", &phc));
+        assert!(!verify_password("Correct-Horse-9 ", &phc));
+    }
+
+    #[test]
+    fn malformed_hash_does_not_verify() {
+        for bad in [
+            "",
+            "not a hash",
+            "$argon2id$",
+            "$argon2id$v=19$m=19456,t=2,p=1$",
+        ] {
+            assert!(!verify_password("whatever", bad), "{bad:?}");
+            assert!(!verify_answer(&Answer::new("whatever"), bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Typed settings from the environment (and a `.env` file if present),
+//! checked at start-up: a bad or missing value stops the program with the
+//! variable's name in the message.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::Duration;
+use secrecy::SecretString;
+
+/// The default database: an SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://unlockbot.sqlite";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct SettingsError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+fn bad(variable: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+/// How outbound texts are sent.
+#[derive(Debug, Clone)]
+pub enum SmsProvider {
+    /// Print texts on the console (local use only).
+    Log,
+    Twilio(TwilioSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    pub account_sid: String,
+    pub auth_token: SecretString,
+    pub from_number: String,
+    pub api_base: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub bind_addr: SocketAddr,
+    /// The externally visible base URL (no trailing slash), for signatures.
+    pub public_base_url: Option<String>,
+    pub dialogs_dir: PathBuf,
+    pub language: String,
+    pub sms: SmsProvider,
+    /// Checks `X-Twilio-Signature` on inbound webhooks when set.
+    pub twilio_auth_token: Option<SecretString>,
+    pub idle_timeout: Duration,
+    pub questions_to_ask: usize,
+    pub temp_password_length: usize,
+    pub allow_crown_dependencies: bool,
+    pub support_contact: String,
+    pub request_timeout: std::time::Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Settings {
+    /// Read the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let _ = dotenvy::dotenv();
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Read settings from a map of variables (the environment, or a test's).
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| {
+            env.get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let number =
+            |name: &'static str, default: i64, min: i64, max: i64| -> Result<i64, SettingsError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(v) => {
+                        let n: i64 = v
+                            .parse()
+                            .map_err(|_| bad(name, format!("'{v}' is not a whole number")))?;
+                        if n < min || n > max {
+                            return Err(bad(name, format!("{n} is outside {min}..={max}")));
+                        }
+                        Ok(n)
+                    }
+                }
+            };
+        let flag = |name: &'static str| -> Result<bool, SettingsError> {
+            match get(name).as_deref() {
+                None | Some("false") | Some("0") => Ok(false),
+                Some("true") | Some("1") => Ok(true),
+                Some(v) => Err(bad(name, format!("'{v}' is not true or false"))),
+            }
+        };
+
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !database_url.starts_with("sqlite:") {
+            return Err(bad(
+                "DATABASE_URL",
+                "only sqlite:// URLs are supported by this build",
+            ));
+        }
+        let bind_addr = get("BIND_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
+            .parse()
+            .map_err(|e| bad("BIND_ADDR", format!("not a socket address: {e}")))?;
+        let public_base_url = match get("PUBLIC_BASE_URL") {
+            None => None,
+            Some(url) => {
+                let parsed = reqwest::Url::parse(&url)
+                    .map_err(|e| bad("PUBLIC_BASE_URL", format!("not a URL: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(bad(
+                        "PUBLIC_BASE_URL",
+                        "must start with https:// or http://",
+                    ));
+                }
+                Some(url.trim_end_matches('/').to_owned())
+            }
+        };
+
+        let twilio_auth_token = get("TWILIO_AUTH_TOKEN").map(SecretString::from);
+        let provider = get("SMS_PROVIDER");
+        let sms = match provider.as_deref() {
+            None | Some("log") => {
+                if provider.is_none()
+                    && (get("TWILIO_ACCOUNT_SID").is_some() || get("TWILIO_FROM_NUMBER").is_some())
+                {
+                    return Err(bad(
+                        "SMS_PROVIDER",
+                        "Twilio variables are set but SMS_PROVIDER is not; set SMS_PROVIDER=twilio (or log)",
+                    ));
+                }
+                SmsProvider::Log
+            }
+            Some("twilio") => {
+                let need = |name: &'static str| {
+                    get(name).ok_or_else(|| bad(name, "required when SMS_PROVIDER=twilio"))
+                };
+                let account_sid = need("TWILIO_ACCOUNT_SID")?;
+                let auth_token = twilio_auth_token
+                    .clone()
+                    .ok_or_else(|| bad("TWILIO_AUTH_TOKEN", "required when SMS_PROVIDER=twilio"))?;
+                let from_number = need("TWILIO_FROM_NUMBER")?;
+                if public_base_url.is_none() {
+                    return Err(bad(
+                        "PUBLIC_BASE_URL",
+                        "required when SMS_PROVIDER=twilio: webhook signatures are computed over it",
+                    ));
+                }
+                let api_base =
+                    get("TWILIO_API_BASE").unwrap_or_else(|| "https://api.twilio.com".to_owned());
+                reqwest::Url::parse(&api_base)
+                    .map_err(|e| bad("TWILIO_API_BASE", format!("not a URL: {e}")))?;
+                SmsProvider::Twilio(TwilioSettings {
+                    account_sid,
+                    auth_token,
+                    from_number,
+                    api_base: api_base.trim_end_matches('/').to_owned(),
+                })
+            }
+            Some(other) => {
+                return Err(bad(
+                    "SMS_PROVIDER",
+                    format!("'{other}' is not one of: twilio, log"),
+                ));
+            }
+        };
+        if twilio_auth_token.is_some() && public_base_url.is_none() {
+            return Err(bad(
+                "PUBLIC_BASE_URL",
+                "required when TWILIO_AUTH_TOKEN is set: webhook signatures are computed over it",
+            ));
+        }
+
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(bad("LOG_FORMAT", format!("'{other}' is not text or json"))),
+        };
+
+        Ok(Self {
+            database_url,
+            bind_addr,
+            public_base_url,
+            dialogs_dir: PathBuf::from(get("DIALOGS_DIR").unwrap_or_else(|| "dialogs".to_owned())),
+            language: get("DIALOG_LANGUAGE").unwrap_or_else(|| "en".to_owned()),
+            sms,
+            twilio_auth_token,
+            idle_timeout: Duration::minutes(number("CONVERSATION_IDLE_MINUTES", 15, 1, 24 * 60)?),
+            questions_to_ask: usize::try_from(number("QUESTIONS_TO_ASK", 2, 1, 3)?).unwrap_or(2),
+            temp_password_length: usize::try_from(number("TEMP_PASSWORD_LENGTH", 12, 10, 64)?)
+                .unwrap_or(12),
+            allow_crown_dependencies: flag("ALLOW_CROWN_DEPENDENCY_MOBILES")?,
+            support_contact: get("SUPPORT_CONTACT")
+                .unwrap_or_else(|| "your Local Administrator".to_owned()),
+            request_timeout: std::time::Duration::from_secs(
+                u64::try_from(number("REQUEST_TIMEOUT_SECS", 15, 1, 300)?).unwrap_or(15),
+            ),
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = Settings::from_map(&env(&[])).unwrap();
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8080");
+        assert!(matches!(s.sms, SmsProvider::Log));
+        assert_eq!(s.questions_to_ask, 2);
+        assert_eq!(s.idle_timeout, Duration::minutes(15));
+    }
+
+    #[test]
+    fn half_configured_twilio_names_the_missing_variable() {
+        let e = Settings::from_map(&env(&[
+            ("SMS_PROVIDER", "twilio"),
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("PUBLIC_BASE_URL", "https://bot.example.org"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "TWILIO_AUTH_TOKEN");
+        let e = Settings::from_map(&env(&[("TWILIO_ACCOUNT_SID", "AC123")])).unwrap_err();
+        assert_eq!(e.variable, "SMS_PROVIDER");
+        let e = Settings::from_map(&env(&[("QUESTIONS_TO_ASK", "many")])).unwrap_err();
+        assert_eq!(e.variable, "QUESTIONS_TO_ASK");
+    }
+}

@@ -1,0 +1,384 @@
+//! The actions of the unlock flow and the service's policy, written against
+//! the directory, store and SMS sender traits. The dialog decides where each
+//! outcome leads; this module decides the outcome.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Europe::London;
+use secrecy::SecretString;
+
+use crate::dialog::engine::{Input, Turn, TurnError};
+use crate::dialog::render::{Vars, render};
+use crate::dialog::spec::TEMP_PASSWORD_MESSAGE;
+use crate::dialog::{ActionKind, Dialog, Fact, Outcome};
+use crate::directory::{Account, Directory};
+use crate::domain::{
+    Answer, Email, Last4, RegisteredMobile, TempPassword, UkMobile, verify_answer,
+};
+use crate::sms::{OutboundSms, SmsKind, SmsSender};
+use crate::store::Store;
+
+/// The service's rules, with the published procedure's values as defaults.
+#[derive(Debug, Clone)]
+pub struct UnlockPolicy {
+    /// Security questions asked per conversation, chosen at random.
+    pub questions_to_ask: usize,
+    pub temp_password_length: usize,
+    /// Failed verifications within `failure_window` that block self-service.
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    pub block_for: Duration,
+    /// New or transferred Same Sign On accounts wait this long before a reset.
+    pub same_sign_on_wait: Duration,
+    pub password_lifetime: Duration,
+    /// Who to contact, in the security notice texts.
+    pub contact: String,
+}
+
+impl Default for UnlockPolicy {
+    fn default() -> Self {
+        Self {
+            questions_to_ask: 2,
+            temp_password_length: 12,
+            max_failures: 3,
+            failure_window: Duration::hours(24),
+            block_for: Duration::hours(24),
+            same_sign_on_wait: Duration::hours(24),
+            password_lifetime: Duration::days(365),
+            contact: "your Local Administrator".into(),
+        }
+    }
+}
+
+impl UnlockPolicy {
+    /// When a Same Sign On account that is too new may reset, if it must wait.
+    pub fn reset_waits_until(
+        &self,
+        account: &Account,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if !account.same_sign_on {
+            return None;
+        }
+        let allowed = account.synced_at? + self.same_sign_on_wait;
+        (now < allowed).then_some(allowed)
+    }
+
+    pub fn password_expired_on(
+        &self,
+        account: &Account,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if account.must_change_password {
+            return None;
+        }
+        let expires = account.password_set_at? + self.password_lifetime;
+        (expires <= now).then_some(expires)
+    }
+}
+
+/// A time as people in the UK read it.
+pub fn uk_time(t: DateTime<Utc>) -> String {
+    t.with_timezone(&London)
+        .format("%H:%M on %-d %B %Y (UK time)")
+        .to_string()
+}
+
+fn uk_date(t: DateTime<Utc>) -> String {
+    t.with_timezone(&London).format("%-d %B %Y").to_string()
+}
+
+pub struct Unlock {
+    directory: Arc<dyn Directory>,
+    store: Arc<dyn Store>,
+    sms: Arc<dyn SmsSender>,
+    dialog: Arc<Dialog>,
+    policy: UnlockPolicy,
+}
+
+impl Unlock {
+    pub fn new(
+        directory: Arc<dyn Directory>,
+        store: Arc<dyn Store>,
+        sms: Arc<dyn SmsSender>,
+        dialog: Arc<Dialog>,
+        policy: UnlockPolicy,
+    ) -> Self {
+        Self {
+            directory,
+            store,
+            sms,
+            dialog,
+            policy,
+        }
+    }
+
+    /// The named account, looked up once per turn.
+    async fn account(&self, turn: &mut Turn) -> Result<Option<Account>, TurnError> {
+        if let Some(cached) = &turn.account {
+            return Ok(cached.clone());
+        }
+        let found = match &turn.state.email {
+            Some(email) => self.directory.find(email).await?,
+            None => None,
+        };
+        turn.account = Some(found.clone());
+        Ok(found)
+    }
+
+    fn email(turn: &Turn) -> Result<Email, TurnError> {
+        turn.state
+            .email
+            .clone()
+            .ok_or_else(|| TurnError::Internal("no email in the conversation".into()))
+    }
+
+    /// Run an action on parsed input.
+    pub async fn run(
+        &self,
+        action: ActionKind,
+        input: Input,
+        turn: &mut Turn,
+    ) -> Result<Outcome, TurnError> {
+        match (action, input) {
+            (ActionKind::LookupAccount, Input::Email(email)) => {
+                turn.state.email = Some(email);
+                turn.state.questions.clear();
+                turn.state.answered = 0;
+                turn.state.answers_ok = false;
+                turn.state.verified = false;
+                turn.account = None;
+                Ok(Outcome::Next)
+            }
+            (ActionKind::CheckMobileDigits, Input::Last4(digits)) => {
+                self.check_digits(digits, turn).await
+            }
+            (ActionKind::CheckAnswer, Input::Answer(answer)) => {
+                self.check_answer(answer, turn).await
+            }
+            (ActionKind::ChooseOption, Input::Option(choice)) => self.choose(choice, turn).await,
+            (action, _) => Err(TurnError::Internal(format!(
+                "action {} got the wrong kind of input",
+                action.as_str()
+            ))),
+        }
+    }
+
+    async fn check_digits(&self, digits: Last4, turn: &mut Turn) -> Result<Outcome, TurnError> {
+        let email = Self::email(turn)?;
+        let Some(account) = self.account(turn).await? else {
+            turn.audit("verification", "failed:unknown_account");
+            return Ok(Outcome::Failed);
+        };
+        if self.store.blocked_until(&email, turn.now).await?.is_some() {
+            turn.audit("refusal", "blocked");
+            return Ok(Outcome::Failed);
+        }
+        let Some(mobile) = &account.mobile else {
+            turn.audit("verification", "failed:no_mobile");
+            return Ok(Outcome::Failed);
+        };
+        if !mobile.last4().matches(&digits) {
+            self.fail(&email, "wrong_digits", turn).await?;
+            return Ok(Outcome::Failed);
+        }
+        if account.disabled {
+            turn.audit("refusal", "non_uk_mobile");
+            return Ok(Outcome::Disabled);
+        }
+        let need = self.policy.questions_to_ask.max(1);
+        if account.questions.len() < need {
+            turn.audit("verification", "failed:not_enough_questions");
+            return Ok(Outcome::Failed);
+        }
+        let mut rng = rand::rng();
+        let chosen = rand::seq::index::sample(&mut rng, account.questions.len(), need);
+        turn.state.questions = chosen
+            .into_iter()
+            .map(|i| account.questions[i].position)
+            .collect();
+        turn.state.answered = 0;
+        turn.state.answers_ok = true;
+        turn.audit("verification", "digits_ok");
+        Ok(Outcome::Verified)
+    }
+
+    async fn check_answer(&self, answer: Answer, turn: &mut Turn) -> Result<Outcome, TurnError> {
+        let email = Self::email(turn)?;
+        let account = self.account(turn).await?;
+        let position = turn.state.questions.get(turn.state.answered).copied();
+        let hash = account
+            .as_ref()
+            .and_then(|a| a.questions.iter().find(|q| Some(q.position) == position))
+            .map(|q| q.answer_hash.clone());
+        let right = match hash {
+            Some(hash) => tokio::task::spawn_blocking(move || verify_answer(&answer, &hash))
+                .await
+                .map_err(|e| TurnError::Internal(format!("answer check failed: {e}")))?,
+            None => false,
+        };
+        turn.state.answers_ok &= right;
+        turn.state.answered += 1;
+        if turn.state.answered < turn.state.questions.len() {
+            return Ok(Outcome::NextQuestion);
+        }
+        if !turn.state.answers_ok {
+            self.fail(&email, "wrong_answers", turn).await?;
+            return Ok(Outcome::Failed);
+        }
+        if self.store.blocked_until(&email, turn.now).await?.is_some() {
+            turn.audit("refusal", "blocked");
+            return Ok(Outcome::Failed);
+        }
+        turn.state.verified = true;
+        turn.audit("verification", "verified");
+        Ok(Outcome::Verified)
+    }
+
+    /// Count a failed verification, and block the account when it is one too many.
+    async fn fail(&self, email: &Email, reason: &str, turn: &mut Turn) -> Result<(), TurnError> {
+        turn.audit("verification", &format!("failed:{reason}"));
+        turn.failures.push(email.clone());
+        let earlier = self
+            .store
+            .failures_since(email, turn.now - self.policy.failure_window)
+            .await?;
+        if earlier + 1 >= self.policy.max_failures {
+            turn.blocks
+                .push((email.clone(), turn.now + self.policy.block_for));
+            turn.audit("refusal", "blocked_for_24_hours");
+        }
+        Ok(())
+    }
+
+    async fn choose(&self, choice: u8, turn: &mut Turn) -> Result<Outcome, TurnError> {
+        if !turn.state.verified {
+            return Err(TurnError::Internal(
+                "options offered before verification".into(),
+            ));
+        }
+        let email = Self::email(turn)?;
+        let account = self
+            .account(turn)
+            .await?
+            .ok_or_else(|| TurnError::Internal("verified account vanished".into()))?;
+        let Some(RegisteredMobile::Uk(mobile)) = account.mobile.clone() else {
+            return Err(TurnError::Internal(
+                "verified account has no UK mobile".into(),
+            ));
+        };
+        if choice == 1 {
+            if !account.locked {
+                turn.audit("unlock", "not_locked");
+                return Ok(Outcome::NotLocked);
+            }
+            self.directory.unlock(&email, turn.now).await?;
+            turn.audit("unlock", "unlocked");
+            self.notice(&mobile, "sms_notice_unlocked", turn).await;
+            return Ok(Outcome::Unlocked);
+        }
+        if self.policy.reset_waits_until(&account, turn.now).is_some() {
+            turn.audit("refusal", "reset_waiting_same_sign_on");
+            return Ok(Outcome::ResetWaiting);
+        }
+        let password = TempPassword::generate(self.policy.temp_password_length);
+        let mut vars = Vars::new();
+        vars.insert("password", password.expose_secret().to_owned());
+        let body = SecretString::from(render(
+            self.dialog.wording.text(TEMP_PASSWORD_MESSAGE),
+            &vars,
+        ));
+        drop(vars);
+        let sms = OutboundSms {
+            to: mobile.clone(),
+            body,
+            kind: SmsKind::TempPassword,
+        };
+        // Send first: if the text cannot be sent, the password is unchanged.
+        if let Err(e) = self.sms.send(&sms).await {
+            tracing::warn!(error = %e, "temporary password text not sent");
+            turn.audit("sms", "temp_password_not_sent");
+            return Ok(Outcome::SendFailed);
+        }
+        self.directory
+            .set_temporary_password(&email, &password, turn.now)
+            .await?;
+        turn.audit("reset", "temp_password_sent");
+        self.notice(&mobile, "sms_notice_reset", turn).await;
+        Ok(Outcome::ResetSent)
+    }
+
+    /// Text a security notice; a failure is logged and audited, not fatal.
+    async fn notice(&self, mobile: &UkMobile, message: &str, turn: &mut Turn) {
+        let mut vars = Vars::new();
+        vars.insert("contact", self.policy.contact.clone());
+        let sms = OutboundSms {
+            to: mobile.clone(),
+            body: SecretString::from(render(self.dialog.wording.text(message), &vars)),
+            kind: SmsKind::SecurityNotice,
+        };
+        if let Err(e) = self.sms.send(&sms).await {
+            tracing::warn!(error = %e, "security notice not sent");
+            turn.audit("sms", "notice_not_sent");
+        }
+    }
+
+    /// Facts about the named account, for the notes of a step.
+    pub async fn facts(&self, turn: &mut Turn) -> Result<HashSet<Fact>, TurnError> {
+        let mut facts = HashSet::new();
+        let Some(account) = self.account(turn).await? else {
+            return Ok(facts);
+        };
+        facts.insert(if account.locked {
+            Fact::AccountLocked
+        } else {
+            Fact::AccountNotLocked
+        });
+        if self
+            .policy
+            .password_expired_on(&account, turn.now)
+            .is_some()
+        {
+            facts.insert(Fact::PasswordExpired);
+        }
+        if account.same_sign_on {
+            facts.insert(Fact::SameSignOn);
+        }
+        if self.policy.reset_waits_until(&account, turn.now).is_some() {
+            facts.insert(Fact::ResetWaiting);
+        }
+        Ok(facts)
+    }
+
+    /// Placeholder values that depend on the conversation.
+    pub async fn vars(&self, turn: &mut Turn, vars: &mut Vars) -> Result<(), TurnError> {
+        vars.insert("contact", self.policy.contact.clone());
+        // Nothing about the account is shown before the digits have matched.
+        if turn.state.questions.is_empty() {
+            return Ok(());
+        }
+        let Some(account) = self.account(turn).await? else {
+            return Ok(());
+        };
+        if let Some(mobile) = &account.mobile {
+            vars.insert("last4", mobile.last4().to_string());
+        }
+        let count = turn.state.questions.len();
+        if let Some(position) = turn.state.questions.get(turn.state.answered)
+            && let Some(q) = account.questions.iter().find(|q| q.position == *position)
+        {
+            vars.insert("question", q.text.clone());
+            vars.insert("question_number", (turn.state.answered + 1).to_string());
+            vars.insert("question_count", count.to_string());
+        }
+        if let Some(after) = self.policy.reset_waits_until(&account, turn.now) {
+            vars.insert("reset_after", uk_time(after));
+        }
+        if let Some(on) = self.policy.password_expired_on(&account, turn.now) {
+            vars.insert("password_expired_on", uk_date(on));
+        }
+        Ok(())
+    }
+}
