@@ -63,7 +63,7 @@ const SAMPLES: &[Sample] = &[
     },
     Sample {
         email: "sample.jersey@demo.nhs.net",
-        mobile: Some("07797 123456"),
+        mobile: Some("07797 700123"),
         same_sign_on: false,
         synced_hours_ago: None,
         locked: true,

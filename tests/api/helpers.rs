@@ -1,0 +1,481 @@
+//! `spawn_app()` and friends.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use tokio::sync::oneshot;
+use unlockbot::app::Application;
+use unlockbot::channels::sms_twilio;
+use unlockbot::clock::ManualClock;
+use unlockbot::settings::Settings;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
+pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
+pub const BOT_NUMBER: &str = "+447400000001";
+pub const PUBLIC_BASE: &str = "https://unlock.example.nhs.uk";
+
+/// A user texting from their own phone.
+pub const USER_PHONE: &str = "+447811123456";
+
+/// Everything the code logs, from every test in this binary (so a test can
+/// check that no secret was ever logged).
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("trace,hyper=info,h2=info,sqlx=info,reqwest=info,wiremock=info")
+            .with_writer(move || BufWriter(writer.clone()))
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+}
+
+struct BufWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for BufWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One account row for the CSV importer.
+#[derive(Clone)]
+pub struct AccountRow {
+    pub email: String,
+    pub mobile: String,
+    pub organisation: String,
+    pub same_sign_on: bool,
+    pub synced_at: Option<DateTime<Utc>>,
+    pub locked: bool,
+    pub qa: Vec<(String, String)>,
+}
+
+impl AccountRow {
+    /// A locked account with three security questions.
+    pub fn locked(email: &str, mobile: &str) -> Self {
+        Self {
+            email: email.into(),
+            mobile: mobile.into(),
+            organisation: "Leeds Teaching Hospitals".into(),
+            same_sign_on: false,
+            synced_at: None,
+            locked: true,
+            qa: vec![
+                (
+                    "What was the name of your first pet?".into(),
+                    "Biscuit".into(),
+                ),
+                ("In which town were you born?".into(), "Leeds".into()),
+                ("What was the make of your first car?".into(), "Mini".into()),
+            ],
+        }
+    }
+
+    fn csv_line(&self) -> String {
+        let q = |i: usize| self.qa.get(i).cloned().unwrap_or_default();
+        let esc = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let mut cols = vec![
+            esc(&self.email),
+            esc(&self.mobile),
+            esc(&self.organisation),
+            self.same_sign_on.to_string(),
+            self.synced_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            self.locked.to_string(),
+        ];
+        for i in 0..3 {
+            let (question, answer) = q(i);
+            cols.push(esc(&question));
+            cols.push(esc(&answer));
+        }
+        cols.join(",")
+    }
+}
+
+pub const CSV_HEADER: &str = "email,mobile,organisation,same_sign_on,synced_at,locked,question1,answer1,question2,answer2,question3,answer3";
+
+pub fn csv_of(rows: &[AccountRow]) -> String {
+    let mut out = String::from(CSV_HEADER);
+    out.push('\n');
+    for r in rows {
+        out.push_str(&r.csv_line());
+        out.push('\n');
+    }
+    out
+}
+
+/// The answer the security question `question` expects, for rows built by
+/// [`AccountRow::locked`].
+pub fn answer_for(reply: &str) -> &'static str {
+    if reply.contains("first pet") {
+        "Biscuit"
+    } else if reply.contains("born") {
+        "Leeds"
+    } else if reply.contains("first car") {
+        "Mini"
+    } else {
+        panic!("no security question in reply: {reply}")
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub dir: tempfile::TempDir,
+    pub twilio: MockServer,
+    pub clock: Arc<ManualClock>,
+    pub client: reqwest::Client,
+    env: HashMap<String, String>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    sid_counter: u64,
+}
+
+/// Options for a test server.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Extra or overriding environment variables.
+    pub env: Vec<(&'static str, String)>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    log_buffer();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+        )))
+        .respond_with(twilio_created())
+        .with_priority(10)
+        .mount(&twilio)
+        .await;
+    let db = dir.path().join("unlockbot.sqlite");
+    let mut env: HashMap<String, String> = [
+        ("DATABASE_URL", format!("sqlite://{}", db.display())),
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
+        ("DIALOGS_DIR", dialogs_dir().display().to_string()),
+        ("SMS_PROVIDER", "twilio".to_owned()),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_owned()),
+        ("TWILIO_FROM_NUMBER", BOT_NUMBER.to_owned()),
+        ("TWILIO_API_BASE", twilio.uri()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in options.env {
+        env.insert(k.to_owned(), v);
+    }
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 23, 8, 30, 0).unwrap(),
+    ));
+    let mut app = TestApp {
+        address: String::new(),
+        dir,
+        twilio,
+        clock,
+        client: reqwest::Client::new(),
+        env,
+        stop: None,
+        server: None,
+        sid_counter: 0,
+    };
+    app.start().await;
+    app
+}
+
+pub fn dialogs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dialogs")
+}
+
+/// Twilio's 201 answer to a Messages create.
+pub fn twilio_created() -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(serde_json::json!({
+        "sid": "SM00000000000000000000000000000001",
+        "status": "queued",
+        "error_code": null,
+        "error_message": null,
+        "account_sid": ACCOUNT_SID,
+    }))
+}
+
+/// A text the fake Twilio API received.
+#[derive(Debug, Clone)]
+pub struct SentText {
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub basic_auth: Option<String>,
+}
+
+impl TestApp {
+    pub fn settings(&self) -> Settings {
+        Settings::from_map(&self.env).expect("test settings")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("unlockbot.sqlite")
+    }
+
+    async fn start(&mut self) {
+        let app = Application::build_with(self.settings(), self.clock.clone(), None)
+            .await
+            .expect("app builds");
+        self.address = format!("http://127.0.0.1:{}", app.port());
+        let (tx, rx) = oneshot::channel();
+        self.stop = Some(tx);
+        self.server = Some(tokio::spawn(async move {
+            app.run_until(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        }));
+    }
+
+    /// Stop the server and start a new one on the same database.
+    pub async fn restart(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server stopped");
+        }
+        self.start().await;
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub fn next_sid(&mut self) -> String {
+        self.sid_counter += 1;
+        format!("SM{:032x}", self.sid_counter)
+    }
+
+    /// Twilio's inbound parameters for a text.
+    pub fn inbound_params(&self, from: &str, body: &str, sid: &str) -> Vec<(String, String)> {
+        [
+            ("ToCountry", "GB"),
+            ("SmsMessageSid", sid),
+            ("NumMedia", "0"),
+            ("FromCountry", "GB"),
+            ("SmsSid", sid),
+            ("SmsStatus", "received"),
+            ("Body", body),
+            ("To", BOT_NUMBER),
+            ("NumSegments", "1"),
+            ("MessageSid", sid),
+            ("AccountSid", ACCOUNT_SID),
+            ("From", from),
+            ("ApiVersion", "2010-04-01"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// POST a form to the webhook, signed as Twilio would sign it.
+    pub async fn post_signed(&self, params: &[(String, String)]) -> reqwest::Response {
+        let signature = sms_twilio::signature(
+            AUTH_TOKEN,
+            &format!("{PUBLIC_BASE}{}", sms_twilio::PATH),
+            params,
+        );
+        self.client
+            .post(format!("{}{}", self.address, sms_twilio::PATH))
+            .header("X-Twilio-Signature", signature)
+            .form(params)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Text the bot from `from`; returns the reply text (TwiML unwrapped).
+    pub async fn text_from(&mut self, from: &str, body: &str) -> String {
+        let sid = self.next_sid();
+        let params = self.inbound_params(from, body, &sid);
+        let response = self.post_signed(&params).await;
+        assert_eq!(response.status(), 200, "webhook answered");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with("text/xml"), "{content_type}");
+        twiml_text(&response.text().await.unwrap())
+    }
+
+    /// Text the bot from the usual user phone.
+    pub async fn text(&mut self, body: &str) -> String {
+        self.text_from(USER_PHONE, body).await
+    }
+
+    pub async fn import(&self, rows: &[AccountRow]) {
+        let (status, stdout, stderr) = self.cli(&["accounts", "import", "-"], Some(&csv_of(rows)));
+        assert!(status.success(), "import failed: {stdout}\n{stderr}");
+    }
+
+    /// Run the real binary against this app's database.
+    pub fn cli(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> (std::process::ExitStatus, String, String) {
+        run_cli(&self.env, self.dir.path(), args, stdin)
+    }
+
+    pub fn account(&self, email: &str) -> serde_json::Value {
+        let (status, stdout, stderr) = self.cli(&["accounts", "show", email, "--json"], None);
+        assert!(status.success(), "show failed: {stderr}");
+        serde_json::from_str(&stdout).expect("accounts show --json prints JSON")
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        let (status, stdout, stderr) = self.cli(&["audit", "--json"], None);
+        assert!(status.success(), "audit failed: {stderr}");
+        serde_json::from_str(&stdout).expect("audit --json prints JSON")
+    }
+
+    pub fn password_is(&self, email: &str, password: &str) -> bool {
+        let (status, _, _) = self.cli(&["accounts", "verify-password", email], Some(password));
+        status.success()
+    }
+
+    /// Texts the fake Twilio API received, in order.
+    pub async fn sent_texts(&self) -> Vec<SentText> {
+        self.twilio
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path().ends_with("/Messages.json"))
+            .map(|r| {
+                let form: HashMap<String, String> =
+                    url::form_urlencoded::parse(&r.body).into_owned().collect();
+                SentText {
+                    to: form.get("To").cloned().unwrap_or_default(),
+                    from: form.get("From").cloned().unwrap_or_default(),
+                    body: form.get("Body").cloned().unwrap_or_default(),
+                    basic_auth: r
+                        .headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned()),
+                }
+            })
+            .collect()
+    }
+
+    /// Rows in a table, straight from the database file.
+    pub async fn count(&self, table: &str) -> i64 {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path().display()))
+            .await
+            .unwrap();
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        n
+    }
+
+    /// Every byte of the database files (main file and write-ahead log).
+    pub fn database_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", self.db_path().display()));
+            if let Ok(bytes) = std::fs::read(&p) {
+                out.extend(bytes);
+            }
+        }
+        out
+    }
+
+    /// Run a whole verification for `email` and return the options prompt.
+    pub async fn verify(&mut self, email: &str, last4: &str) -> String {
+        self.text("UNLOCK").await;
+        self.text(email).await;
+        let q1 = self.text(last4).await;
+        let q2 = self.text(answer_for(&q1)).await;
+        self.text(answer_for(&q2)).await
+    }
+}
+
+pub fn run_cli(
+    env: &HashMap<String, String>,
+    cwd: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (std::process::ExitStatus, String, String) {
+    use std::process::{Command, Stdio};
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut input = stdin.map(str::to_owned);
+    // `accounts import -` reads the CSV from a file we write.
+    if args.len() == 3 && args[0] == "accounts" && args[1] == "import" && args[2] == "-" {
+        let file = cwd.join(format!("import-{}.csv", uuid::Uuid::new_v4()));
+        std::fs::write(&file, input.take().unwrap_or_default()).unwrap();
+        args[2] = file.display().to_string();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unlockbot"))
+        .args(&args)
+        .env_clear()
+        .envs(env)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    if let Some(text) = input {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The text inside `<Response><Message>…</Message></Response>`, unescaped.
+pub fn twiml_text(xml: &str) -> String {
+    assert!(
+        xml.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#),
+        "not TwiML: {xml}"
+    );
+    let Some(start) = xml.find("<Message>") else {
+        return String::new();
+    };
+    let end = xml.rfind("</Message>").expect("closed Message");
+    quick_xml::escape::unescape(&xml[start + "<Message>".len()..end])
+        .expect("valid XML escapes")
+        .into_owned()
+}

@@ -1,0 +1,10 @@
+//! Black-box tests: the real server over loopback HTTP, a fresh database per
+//! test, and a fake Twilio REST API speaking Twilio's wire format.
+
+mod helpers;
+
+mod bad_input;
+mod cli;
+mod conversation;
+mod policy;
+mod webhook;
