@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use crate::channels::telegram::{self, TelegramChannel};
 use crate::clock::{Clock, SystemClock};
 use crate::dialog::{self, Engine, EngineConfig};
 use crate::directory::Directory;
 use crate::directory::sql::SqlDirectory;
 use crate::http::{AppState, router};
-use crate::settings::{Settings, SmsProvider};
+use crate::settings::{Settings, SmsProvider, TelegramMode};
 use crate::sms::SmsSender;
 use crate::sms::console::ConsoleSender;
 use crate::sms::twilio::TwilioSender;
@@ -97,12 +99,16 @@ pub fn sms_sender(settings: &Settings) -> anyhow::Result<Arc<dyn SmsSender>> {
     })
 }
 
-/// A bound, not yet running, HTTP server.
+/// A bound, not yet running, HTTP server (and the Telegram poller, if any).
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pub services: Services,
+    background: Vec<BackgroundTask>,
 }
+
+/// A task started with the server and stopped with it.
+type BackgroundTask = Box<dyn FnOnce(watch::Receiver<bool>) -> tokio::task::JoinHandle<()> + Send>;
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
@@ -121,11 +127,56 @@ impl Application {
                 "TWILIO_AUTH_TOKEN is not set: inbound webhooks are NOT signature-checked (local use only)"
             );
         }
+        let mut background: Vec<BackgroundTask> = Vec::new();
+        let mut webhook = None;
+        match &settings.telegram {
+            TelegramMode::Off => {}
+            TelegramMode::Webhook { bot, secret } => {
+                let channel = Arc::new(TelegramChannel::new(bot, services.engine.clone(), 0)?);
+                let url = format!(
+                    "{}{}",
+                    settings.public_base_url.as_deref().unwrap_or_default(),
+                    telegram::WEBHOOK_PATH
+                );
+                let (registrar, secret_for_registration) = (channel.clone(), secret.clone());
+                // Registration is retried in the background so that a
+                // Telegram outage does not stop the SMS service starting.
+                background.push(Box::new(move |mut stop| {
+                    tokio::spawn(async move {
+                        let mut wait = std::time::Duration::from_secs(1);
+                        loop {
+                            match registrar.register_webhook(&url, &secret_for_registration).await {
+                                Ok(()) => return,
+                                Err(e) => tracing::error!(error = %e, "Telegram webhook not registered; retrying"),
+                            }
+                            tokio::select! {
+                                _ = stop.changed() => return,
+                                () = tokio::time::sleep(wait) => {}
+                            }
+                            wait = (wait * 2).min(std::time::Duration::from_secs(300));
+                        }
+                    })
+                }));
+                webhook = Some((channel, secret.clone()));
+            }
+            TelegramMode::Polling { bot, poll_timeout } => {
+                let channel = Arc::new(TelegramChannel::new(
+                    bot,
+                    services.engine.clone(),
+                    *poll_timeout,
+                )?);
+                let poll_timeout = *poll_timeout;
+                background.push(Box::new(move |stop| {
+                    tokio::spawn(channel.run_polling(poll_timeout, stop))
+                }));
+            }
+        }
         let state = AppState {
             engine: services.engine.clone(),
             store: services.store.clone(),
             twilio_auth_token: settings.twilio_auth_token.clone(),
             public_base_url: settings.public_base_url.clone(),
+            telegram: webhook,
         };
         let listener = TcpListener::bind(settings.bind_addr)
             .await
@@ -134,6 +185,7 @@ impl Application {
             listener,
             router: router(state, settings.request_timeout),
             services,
+            background,
         })
     }
 
@@ -146,19 +198,29 @@ impl Application {
 
     /// Serve until SIGTERM or Ctrl-C, then finish the requests in flight.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        self.run_until(shutdown_signal()).await
     }
 
-    /// Serve until `stop` resolves (tests).
+    /// Serve until `stop` resolves, then finish the requests in flight and
+    /// stop the background tasks.
     pub async fn run_until(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks: Vec<_> = self
+            .background
+            .into_iter()
+            .map(|start| start(stop_rx.clone()))
+            .collect();
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(stop)
-            .await
+            .await;
+        let _ = stop_tx.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        served
     }
 }
 

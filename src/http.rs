@@ -16,6 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::channels::sms_twilio;
+use crate::channels::telegram::{self, TelegramChannel};
 use crate::dialog::Engine;
 use crate::store::Store;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub twilio_auth_token: Option<SecretString>,
     pub public_base_url: Option<String>,
+    /// The Telegram channel and its webhook secret, in webhook mode.
+    pub telegram: Option<(Arc<TelegramChannel>, SecretString)>,
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
@@ -36,6 +39,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(sms_twilio::PATH, post(sms_twilio::webhook))
+        .route(telegram::WEBHOOK_PATH, post(telegram::webhook))
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))

@@ -42,6 +42,29 @@ pub struct TwilioSettings {
     pub api_base: String,
 }
 
+/// The Telegram support chat.
+#[derive(Debug, Clone)]
+pub enum TelegramMode {
+    Off,
+    /// Telegram posts updates to `POST /telegram/webhook`.
+    Webhook {
+        bot: TelegramBot,
+        secret: SecretString,
+    },
+    /// Long-polling `getUpdates` (local use; no public URL needed).
+    Polling {
+        bot: TelegramBot,
+        /// Seconds each `getUpdates` call waits for updates.
+        poll_timeout: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TelegramBot {
+    pub token: SecretString,
+    pub api_url: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: String,
@@ -60,6 +83,7 @@ pub struct Settings {
     pub support_contact: String,
     pub request_timeout: std::time::Duration,
     pub log_format: LogFormat,
+    pub telegram: TelegramMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +215,79 @@ impl Settings {
             Some(other) => return Err(bad("LOG_FORMAT", format!("'{other}' is not text or json"))),
         };
 
+        let telegram = {
+            let token = get("TELEGRAM_BOT_TOKEN");
+            let api_url =
+                get("TELEGRAM_API_URL").unwrap_or_else(|| "https://api.telegram.org".to_owned());
+            reqwest::Url::parse(&api_url)
+                .map_err(|e| bad("TELEGRAM_API_URL", format!("not a URL: {e}")))?;
+            let api_url = api_url.trim_end_matches('/').to_owned();
+            let mode = get("TELEGRAM_MODE");
+            match (mode.as_deref(), token) {
+                (None | Some("off"), None) => TelegramMode::Off,
+                (Some("off"), Some(_)) => TelegramMode::Off,
+                (None, Some(_)) => {
+                    return Err(bad(
+                        "TELEGRAM_MODE",
+                        "required when TELEGRAM_BOT_TOKEN is set: webhook, polling or off",
+                    ));
+                }
+                (Some("webhook" | "polling"), None) => {
+                    return Err(bad(
+                        "TELEGRAM_BOT_TOKEN",
+                        "required when TELEGRAM_MODE is webhook or polling",
+                    ));
+                }
+                (Some("webhook"), Some(token)) => {
+                    let secret = get("TELEGRAM_WEBHOOK_SECRET").ok_or_else(|| {
+                        bad(
+                            "TELEGRAM_WEBHOOK_SECRET",
+                            "required when TELEGRAM_MODE=webhook",
+                        )
+                    })?;
+                    let valid = (1..=256).contains(&secret.len())
+                        && secret
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    if !valid {
+                        return Err(bad(
+                            "TELEGRAM_WEBHOOK_SECRET",
+                            "must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)",
+                        ));
+                    }
+                    if public_base_url.is_none() {
+                        return Err(bad(
+                            "PUBLIC_BASE_URL",
+                            "required when TELEGRAM_MODE=webhook: the webhook is registered at PUBLIC_BASE_URL/telegram/webhook",
+                        ));
+                    }
+                    TelegramMode::Webhook {
+                        bot: TelegramBot {
+                            token: SecretString::from(token),
+                            api_url,
+                        },
+                        secret: SecretString::from(secret),
+                    }
+                }
+                (Some("polling"), Some(token)) => TelegramMode::Polling {
+                    bot: TelegramBot {
+                        token: SecretString::from(token),
+                        api_url,
+                    },
+                    poll_timeout: u32::try_from(number("TELEGRAM_POLL_TIMEOUT_SECS", 25, 0, 50)?)
+                        .unwrap_or(25),
+                },
+                (Some(other), _) => {
+                    return Err(bad(
+                        "TELEGRAM_MODE",
+                        format!("'{other}' is not one of: webhook, polling, off"),
+                    ));
+                }
+            }
+        };
+
         Ok(Self {
+            telegram,
             database_url,
             bind_addr,
             public_base_url,
@@ -246,6 +342,25 @@ mod tests {
         assert_eq!(e.variable, "TWILIO_AUTH_TOKEN");
         let e = Settings::from_map(&env(&[("TWILIO_ACCOUNT_SID", "AC123")])).unwrap_err();
         assert_eq!(e.variable, "SMS_PROVIDER");
+        let e = Settings::from_map(&env(&[("TELEGRAM_BOT_TOKEN", "123:abc")])).unwrap_err();
+        assert_eq!(e.variable, "TELEGRAM_MODE");
+        let e = Settings::from_map(&env(&[("TELEGRAM_MODE", "polling")])).unwrap_err();
+        assert_eq!(e.variable, "TELEGRAM_BOT_TOKEN");
+        let e = Settings::from_map(&env(&[
+            ("TELEGRAM_MODE", "webhook"),
+            ("TELEGRAM_BOT_TOKEN", "123:abc"),
+            ("PUBLIC_BASE_URL", "https://bot.example.org"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "TELEGRAM_WEBHOOK_SECRET");
+        let e = Settings::from_map(&env(&[
+            ("TELEGRAM_MODE", "webhook"),
+            ("TELEGRAM_BOT_TOKEN", "123:abc"),
+            ("TELEGRAM_WEBHOOK_SECRET", "has space"),
+            ("PUBLIC_BASE_URL", "https://bot.example.org"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "TELEGRAM_WEBHOOK_SECRET");
         let e = Settings::from_map(&env(&[("QUESTIONS_TO_ASK", "many")])).unwrap_err();
         assert_eq!(e.variable, "QUESTIONS_TO_ASK");
     }

@@ -2,4 +2,5 @@
 //! text), hand it to the engine, and render the reply. No policy here.
 
 pub mod sms_twilio;
+pub mod telegram;
 pub mod terminal;

@@ -181,6 +181,7 @@ pub async fn webhook(
     let inbound = Inbound {
         key,
         message_id: Some(sid.to_owned()),
+        start_over: false,
         text: text.to_owned(),
     };
     match app.engine.handle(inbound).await {

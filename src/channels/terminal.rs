@@ -34,6 +34,7 @@ pub async fn run(
         let inbound = Inbound {
             key: key.clone(),
             message_id: None,
+            start_over: false,
             text: line,
         };
         let reply = match engine.handle(inbound).await {

@@ -39,6 +39,16 @@ pub struct Inbound {
     /// it twice.
     pub message_id: Option<String>,
     pub text: String,
+    /// The user asked to start over (Telegram's `/start`): any conversation
+    /// in progress ends and a new one begins.
+    pub start_over: bool,
+}
+
+/// An answer the step now waiting accepts, with its button label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub value: String,
+    pub label: String,
 }
 
 /// The engine's answer, for the channel to render.
@@ -47,7 +57,7 @@ pub struct Reply {
     /// The paragraphs of the reply, in order.
     pub parts: Vec<String>,
     /// The step now waiting expects one of these answers (for buttons).
-    pub choices: Vec<String>,
+    pub choices: Vec<Choice>,
     /// The inbound text was a security answer (a chat may delete it).
     pub input_was_secret: bool,
     /// The conversation has ended.
@@ -218,6 +228,11 @@ impl Engine {
                 parts.push(self.say("expired", &mut turn).await?);
                 None
             }
+            Some(c) if inbound.start_over => {
+                turn.state = c.state;
+                turn.audit("conversation", "restarted");
+                None
+            }
             Some(c) => Some(c.state),
             None => None,
         };
@@ -238,9 +253,17 @@ impl Engine {
         };
 
         let choices = match next_state.as_ref().and_then(|s| self.dialog.step(&s.step)) {
-            Some(Step::Ask(ask)) if ask.input == InputKind::Option => {
-                vec!["1".to_owned(), "2".to_owned()]
-            }
+            Some(Step::Ask(ask)) if ask.input == InputKind::Option => ["1", "2"]
+                .into_iter()
+                .map(|value| Choice {
+                    value: value.to_owned(),
+                    label: self
+                        .dialog
+                        .wording
+                        .text(&format!("option_{value}_button"))
+                        .to_owned(),
+                })
+                .collect(),
             _ => Vec::new(),
         };
         let reply = Reply {
@@ -262,6 +285,38 @@ impl Engine {
             })
             .await?;
         Ok(reply)
+    }
+
+    /// End a conversation without a reply (the user can no longer be
+    /// reached, for example they blocked the bot).
+    pub async fn end_quietly(&self, key: &ConversationKey, why: &str) -> Result<(), TurnError> {
+        let lock = self.locks.get(&key.to_string());
+        let _guard = lock.lock().await;
+        let Some(stored) = self.store.load_conversation(key).await? else {
+            return Ok(());
+        };
+        let mut turn = Turn {
+            key: key.clone(),
+            now: self.clock.now(),
+            state: stored.state,
+            audit: Vec::new(),
+            failures: Vec::new(),
+            blocks: Vec::new(),
+            account: None,
+        };
+        turn.audit("conversation", why);
+        self.store
+            .commit_turn(TurnCommit {
+                key: key.clone(),
+                state: None,
+                now: turn.now,
+                processed: None,
+                audit: turn.audit,
+                failures: Vec::new(),
+                blocks: Vec::new(),
+            })
+            .await?;
+        Ok(())
     }
 
     /// Handle input in a live conversation. Returns the state to store, or

@@ -5,7 +5,7 @@ pub mod engine;
 pub mod render;
 pub mod spec;
 
-pub use engine::{Engine, EngineConfig, Inbound, Reply, TurnError};
+pub use engine::{Choice, Engine, EngineConfig, Inbound, Reply, TurnError};
 pub use spec::{ActionKind, Dialog, DialogError, Fact, InputKind, Outcome};
 
 use serde::{Deserialize, Serialize};

@@ -188,6 +188,12 @@ pub const SYSTEM_MESSAGES: &[&str] = &[
     TEMP_PASSWORD_MESSAGE,
     "sms_notice_unlocked",
     "sms_notice_reset",
+    "option_1_button",
+    "option_2_button",
+    "chat_private_only",
+    "chat_text_only",
+    "chat_edited_message",
+    "chat_unknown_button",
 ];
 
 /// A note shown when a step is entered, if a fact holds.

@@ -1,0 +1,444 @@
+//! The support chat on Telegram, built on teloxide.
+//!
+//! The channel only turns updates into (conversation key, update id, text)
+//! for the engine and delivers the engine's replies; verification and policy
+//! live in the engine. Two modes: a webhook (`POST /telegram/webhook` on our
+//! own axum server; the secret token is checked in constant time before the
+//! body is parsed) and long polling (`getUpdates`).
+
+use std::collections::VecDeque;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use teloxide::ApiError;
+use teloxide::Bot;
+use teloxide::RequestError;
+use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters, SetWebhookSetters};
+use teloxide::prelude::Requester;
+use teloxide::types::{
+    AllowedUpdate, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, UpdateKind,
+};
+use tokio::sync::watch;
+
+use crate::dialog::{Engine, Inbound, Reply, TurnError};
+use crate::domain::{Channel, ConversationKey};
+use crate::http::AppState;
+use crate::settings::TelegramBot;
+
+pub const WEBHOOK_PATH: &str = "/telegram/webhook";
+
+/// Prefix of the callback data of our option buttons.
+const OPTION_PREFIX: &str = "option:";
+
+/// How many times a Bot API call is tried before giving up.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Updates we ask Telegram for.
+fn allowed_updates() -> Vec<AllowedUpdate> {
+    vec![
+        AllowedUpdate::Message,
+        AllowedUpdate::EditedMessage,
+        AllowedUpdate::CallbackQuery,
+    ]
+}
+
+/// Why a Bot API call finally failed.
+#[derive(Debug)]
+enum CallError {
+    /// The user blocked the bot or is gone: stop talking to them.
+    Unreachable,
+    /// Anything else, after retries.
+    Failed(String),
+}
+
+fn is_unreachable(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::BotBlocked
+            | ApiError::UserDeactivated
+            | ApiError::CantInitiateConversation
+            | ApiError::CantTalkWithBots
+            | ApiError::BotKickedFromSupergroup
+            | ApiError::BotKickedFromChannel
+            | ApiError::ChatNotFound
+    )
+}
+
+pub struct TelegramChannel {
+    bot: Bot,
+    engine: Arc<Engine>,
+    /// Update ids seen lately, for updates the engine does not record
+    /// (hints); the engine's store dedupes conversation turns.
+    recent: Mutex<VecDeque<u32>>,
+    retry_base: Duration,
+}
+
+impl TelegramChannel {
+    pub fn new(
+        settings: &TelegramBot,
+        engine: Arc<Engine>,
+        poll_timeout: u32,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(u64::from(poll_timeout) + 15))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        let url = reqwest::Url::parse(&settings.api_url)?;
+        let bot = Bot::with_client(settings.token.expose_secret(), client).set_api_url(url);
+        Ok(Self {
+            bot,
+            engine,
+            recent: Mutex::new(VecDeque::new()),
+            retry_base: Duration::from_millis(250),
+        })
+    }
+
+    /// Call the Bot API with retries: honour 429's `retry_after`, back off
+    /// exponentially on network and server errors, stop at once when the
+    /// user can no longer be reached. Logs never carry message text.
+    async fn call<T, F, Fut>(&self, what: &'static str, make: F) -> Result<T, CallError>
+    where
+        F: Fn() -> Fut,
+        Fut: IntoFuture<Output = Result<T, RequestError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let wait = match make().await {
+                Ok(value) => return Ok(value),
+                Err(RequestError::RetryAfter(after)) => {
+                    tracing::warn!(
+                        method = what,
+                        retry_after = after.seconds(),
+                        "Telegram rate limit"
+                    );
+                    after.duration()
+                }
+                Err(RequestError::Api(e)) if is_unreachable(&e) => {
+                    tracing::info!(method = what, "user cannot be reached on Telegram");
+                    return Err(CallError::Unreachable);
+                }
+                Err(RequestError::Api(ApiError::Unknown(description))) => {
+                    // Server errors arrive as descriptions teloxide doesn't know.
+                    tracing::warn!(method = what, %description, attempt, "Telegram API error");
+                    self.retry_base * 2u32.pow(attempt - 1)
+                }
+                Err(RequestError::Api(e)) => {
+                    tracing::warn!(method = what, error = %e, "Telegram refused the call");
+                    return Err(CallError::Failed(e.to_string()));
+                }
+                Err(e) => {
+                    // Network, I/O or unreadable answers (teloxide hides the token).
+                    tracing::warn!(method = what, error = %e, attempt, "Telegram call failed");
+                    self.retry_base * 2u32.pow(attempt - 1)
+                }
+            };
+            if attempt >= MAX_ATTEMPTS {
+                return Err(CallError::Failed(format!(
+                    "gave up after {attempt} attempts"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Register `PUBLIC_BASE_URL/telegram/webhook` with its secret token.
+    pub async fn register_webhook(&self, url: &str, secret: &SecretString) -> anyhow::Result<()> {
+        let url = reqwest::Url::parse(url)?;
+        self.call("setWebhook", || {
+            self.bot
+                .set_webhook(url.clone())
+                .secret_token(secret.expose_secret().to_owned())
+                .allowed_updates(allowed_updates())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("setWebhook failed: {e:?}"))?;
+        tracing::info!("Telegram webhook registered");
+        Ok(())
+    }
+
+    /// Long-poll `getUpdates` until `stop` changes. An update is confirmed
+    /// (the offset moves past it) only once it has been handled.
+    pub async fn run_polling(self: Arc<Self>, poll_timeout: u32, mut stop: watch::Receiver<bool>) {
+        if let Err(e) = self
+            .call("deleteWebhook", || self.bot.delete_webhook())
+            .await
+        {
+            tracing::warn!(error = ?e, "deleteWebhook failed; polling anyway");
+        }
+        let mut offset: i32 = 0;
+        let mut failures: u32 = 0;
+        loop {
+            let request = self
+                .bot
+                .get_updates()
+                .offset(offset)
+                .timeout(poll_timeout)
+                .allowed_updates(allowed_updates());
+            let result = tokio::select! {
+                _ = stop.changed() => return,
+                r = request => r,
+            };
+            match result {
+                Ok(updates) => {
+                    failures = 0;
+                    for update in updates {
+                        let id = update.id.0;
+                        // Keep trying an update until it is handled (the
+                        // database may be down); never skip it silently.
+                        let mut tries: u32 = 0;
+                        while let Err(e) = self.process(update.clone()).await {
+                            tries += 1;
+                            tracing::error!(error = %e, update_id = id, "update not handled; retrying");
+                            let wait = self.retry_base * 2u32.pow(tries.min(6));
+                            tokio::select! {
+                                _ = stop.changed() => return,
+                                () = tokio::time::sleep(wait) => {}
+                            }
+                        }
+                        offset = i32::try_from(id).unwrap_or(i32::MAX).saturating_add(1);
+                    }
+                }
+                Err(RequestError::RetryAfter(after)) => {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        () = tokio::time::sleep(after.duration()) => {}
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "getUpdates failed");
+                    let wait = self.retry_base * 2u32.pow(failures.min(6));
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether this update id was seen lately (and remember it).
+    fn seen(&self, id: u32) -> bool {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.contains(&id) {
+            return true;
+        }
+        recent.push_back(id);
+        if recent.len() > 4096 {
+            recent.pop_front();
+        }
+        false
+    }
+
+    fn forget(&self, id: u32) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|seen| *seen != id);
+    }
+
+    /// Handle one update. An error means the engine could not complete the
+    /// turn (nothing was stored); the caller should have Telegram retry.
+    pub async fn process(&self, update: Update) -> Result<(), TurnError> {
+        let id = update.id.0;
+        if self.seen(id) {
+            tracing::info!(update_id = id, "repeated update ignored");
+            return Ok(());
+        }
+        let result = self.dispatch(id, update).await;
+        if result.is_err() {
+            self.forget(id);
+        }
+        result
+    }
+
+    async fn dispatch(&self, id: u32, update: Update) -> Result<(), TurnError> {
+        match update.kind {
+            UpdateKind::Message(message) => self.on_message(id, &message).await,
+            UpdateKind::EditedMessage(message) => {
+                self.hint(&message, "chat_edited_message").await;
+                Ok(())
+            }
+            UpdateKind::CallbackQuery(query) => {
+                let _ = self
+                    .call("answerCallbackQuery", || {
+                        self.bot.answer_callback_query(query.id.clone())
+                    })
+                    .await;
+                let Some(message) = query.message.as_ref() else {
+                    return Ok(());
+                };
+                let chat = message.chat();
+                let value = query
+                    .data
+                    .as_deref()
+                    .and_then(|d| d.strip_prefix(OPTION_PREFIX))
+                    .filter(|v| matches!(*v, "1" | "2"));
+                match value {
+                    Some(value) if chat.is_private() => {
+                        self.converse(id, chat.id, value.to_owned(), false, None)
+                            .await
+                    }
+                    _ => {
+                        self.say(chat.id, "chat_unknown_button").await;
+                        Ok(())
+                    }
+                }
+            }
+            _ => {
+                tracing::debug!(update_id = id, "update kind not handled");
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_message(&self, id: u32, message: &Message) -> Result<(), TurnError> {
+        if !message.chat.is_private() {
+            self.say(message.chat.id, "chat_private_only").await;
+            return Ok(());
+        }
+        let Some(text) = message.text() else {
+            self.say(message.chat.id, "chat_text_only").await;
+            return Ok(());
+        };
+        let wording = &self.engine.dialog().wording;
+        let command = text
+            .trim()
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let (text, start_over) = match command.as_str() {
+            "/start" => (String::new(), true),
+            "/help" => (wording.help_words[0].clone(), false),
+            "/cancel" => (wording.cancel_words[0].clone(), false),
+            _ => (text.to_owned(), false),
+        };
+        self.converse(id, message.chat.id, text, start_over, Some(message))
+            .await
+    }
+
+    /// One turn of the conversation in a private chat.
+    async fn converse(
+        &self,
+        id: u32,
+        chat: ChatId,
+        text: String,
+        start_over: bool,
+        message: Option<&Message>,
+    ) -> Result<(), TurnError> {
+        let Ok(key) = ConversationKey::new(Channel::Telegram, chat.0.to_string()) else {
+            return Ok(());
+        };
+        let reply = self
+            .engine
+            .handle(Inbound {
+                key: key.clone(),
+                message_id: Some(id.to_string()),
+                text,
+                start_over,
+            })
+            .await?;
+        if reply.repeated {
+            return Ok(());
+        }
+        if reply.input_was_secret
+            && let Some(message) = message
+        {
+            // Answers should not linger on the user's device.
+            if let Err(e) = self
+                .call("deleteMessage", || {
+                    self.bot.delete_message(chat, message.id)
+                })
+                .await
+            {
+                tracing::warn!(error = ?e, "could not delete an answer message");
+            }
+        }
+        self.deliver(&key, chat, &reply).await;
+        Ok(())
+    }
+
+    async fn deliver(&self, key: &ConversationKey, chat: ChatId, reply: &Reply) {
+        let text = reply.text();
+        let keyboard = (!reply.choices.is_empty()).then(|| {
+            InlineKeyboardMarkup::new(reply.choices.iter().map(|c| {
+                vec![InlineKeyboardButton::callback(
+                    c.label.clone(),
+                    format!("{OPTION_PREFIX}{}", c.value),
+                )]
+            }))
+        });
+        let sent = self
+            .call("sendMessage", || {
+                let request = self.bot.send_message(chat, text.clone());
+                match &keyboard {
+                    Some(k) => request.reply_markup(k.clone()),
+                    None => request,
+                }
+            })
+            .await;
+        match sent {
+            Ok(_) => {}
+            Err(CallError::Unreachable) => {
+                if let Err(e) = self.engine.end_quietly(key, "user_unreachable").await {
+                    tracing::warn!(error = %e, "could not end the conversation");
+                }
+            }
+            Err(CallError::Failed(e)) => tracing::error!(error = %e, "reply not delivered"),
+        }
+    }
+
+    async fn hint(&self, message: &Message, id: &str) {
+        let id = if message.chat.is_private() {
+            id
+        } else {
+            "chat_private_only"
+        };
+        self.say(message.chat.id, id).await;
+    }
+
+    /// Send one message of the wording (hints that need no conversation).
+    async fn say(&self, chat: ChatId, message_id: &str) {
+        let text = self.engine.dialog().wording.text(message_id).to_owned();
+        if let Err(e) = self
+            .call("sendMessage", || self.bot.send_message(chat, text.clone()))
+            .await
+        {
+            tracing::warn!(error = ?e, "hint not delivered");
+        }
+    }
+}
+
+/// `POST /telegram/webhook`: constant-time secret check, then parse, then
+/// handle. 503 when the turn could not be stored, so Telegram retries.
+pub async fn webhook(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((channel, secret)) = app.telegram.as_ref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let given = headers
+        .get("x-telegram-bot-api-secret-token")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(given.ct_eq(secret.expose_secret().as_bytes())) {
+        tracing::warn!("refused a Telegram webhook with a missing or wrong secret token");
+        return (StatusCode::UNAUTHORIZED, "invalid secret token").into_response();
+    }
+    let update: Update = match serde_json::from_slice(&body) {
+        Ok(update) => update,
+        Err(_) => return (StatusCode::BAD_REQUEST, "not a Telegram update").into_response(),
+    };
+    match channel.process(update).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "update not handled; Telegram will retry");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
