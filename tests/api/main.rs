@@ -1,10 +1,12 @@
 //! Black-box tests: the real server over loopback HTTP, a fresh database per
 //! test, and a fake Twilio REST API speaking Twilio's wire format.
 
+mod fake_telegram;
 mod helpers;
 
 mod bad_input;
 mod cli;
 mod conversation;
 mod policy;
+mod telegram;
 mod webhook;
