@@ -9,29 +9,41 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::UkMobile;
 
-/// What a text is for; decides nothing about delivery, but is logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a text is for. Body-based providers send the rendered body;
+/// template-based ones (GOV.UK Notify) pick a template by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SmsKind {
     TempPassword,
-    SecurityNotice,
+    NoticeUnlocked,
+    NoticeReset,
 }
 
 impl SmsKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TempPassword => "temp_password",
-            Self::SecurityNotice => "security_notice",
+            Self::NoticeUnlocked => "notice_unlocked",
+            Self::NoticeReset => "notice_reset",
         }
     }
 }
 
-/// A text to send. The body may hold a temporary password, so it is a
-/// secret: it cannot be printed or logged by accident.
+/// A text to send. The body and the personalisation may hold a temporary
+/// password, so they are secrets: they cannot be printed or logged by
+/// accident.
 #[derive(Debug)]
 pub struct OutboundSms {
     pub to: UkMobile,
-    pub body: SecretString,
     pub kind: SmsKind,
+    /// The whole text, for providers that send a body (Twilio, console).
+    pub body: SecretString,
+    /// Template values, for template providers (GOV.UK Notify): for a
+    /// temporary password `password`; for notices `contact`.
+    pub personalisation: Vec<(String, SecretString)>,
+    /// Our id for the text (the outbox id), given to the provider as its
+    /// reference where it takes one.
+    pub reference: String,
 }
 
 impl OutboundSms {
@@ -44,16 +56,41 @@ impl OutboundSms {
 /// never the text's body.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Retrying will not help (invalid number, recipient opted out, bad credentials).
+    /// Retrying will not help (invalid number, recipient opted out, bad
+    /// credentials or configuration).
     #[error("provider refused the text permanently: {0}")]
     Permanent(String),
     /// Retrying later may help (5xx, rate limit, timeout, network).
-    #[error("provider could not take the text now: {0}")]
-    Transient(String),
+    #[error("provider could not take the text now: {reason}")]
+    Transient {
+        reason: String,
+        /// The provider asked us to wait this long.
+        retry_after: Option<std::time::Duration>,
+    },
+}
+
+impl SendError {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self::Transient {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
 }
 
 #[async_trait]
 pub trait SmsSender: Send + Sync {
     /// Send one text; returns the provider's id for it.
     async fn send(&self, sms: &OutboundSms) -> Result<String, SendError>;
+
+    /// After a crash between sending and recording: whether the provider
+    /// already took this text (sent at or after `since`), and its id. The
+    /// default (for providers that cannot be asked) is "not found".
+    async fn find_sent(
+        &self,
+        _sms: &OutboundSms,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<String>, SendError> {
+        Ok(None)
+    }
 }

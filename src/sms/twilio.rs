@@ -75,11 +75,11 @@ impl SmsSender for TwilioSender {
             .send()
             .await
             // reqwest's error text can include the URL but never the form body.
-            .map_err(|e| SendError::Transient(format!("request failed: {}", e.without_url())))?;
+            .map_err(|e| SendError::transient(format!("request failed: {}", e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             let created: Created = response.json().await.map_err(|e| {
-                SendError::Transient(format!("unreadable reply: {}", e.without_url()))
+                SendError::transient(format!("unreadable reply: {}", e.without_url()))
             })?;
             tracing::info!(sid = %created.sid, "text accepted by Twilio");
             return Ok(created.sid);
@@ -101,11 +101,11 @@ impl SmsSender for TwilioSender {
                 .unwrap_or_default()
         );
         if status.is_server_error() || status.as_u16() == 429 || code == Some(20429) {
-            Err(SendError::Transient(what))
+            Err(SendError::transient(what))
         } else if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) || status.is_client_error() {
             Err(SendError::Permanent(what))
         } else {
-            Err(SendError::Transient(what))
+            Err(SendError::transient(what))
         }
     }
 }

@@ -276,7 +276,7 @@ impl Unlock {
             }
             self.directory.unlock(&email, turn.now).await?;
             turn.audit("unlock", "unlocked");
-            self.notice(&mobile, "sms_notice_unlocked", turn).await;
+            self.notice(&mobile, SmsKind::NoticeUnlocked, turn).await;
             return Ok(Outcome::Unlocked);
         }
         if self.policy.reset_waits_until(&account, turn.now).is_some() {
@@ -295,6 +295,11 @@ impl Unlock {
             to: mobile.clone(),
             body,
             kind: SmsKind::TempPassword,
+            personalisation: vec![(
+                "password".to_owned(),
+                SecretString::from(password.expose_secret().to_owned()),
+            )],
+            reference: uuid::Uuid::new_v4().to_string(),
         };
         // Send first: if the text cannot be sent, the password is unchanged.
         if let Err(e) = self.sms.send(&sms).await {
@@ -306,18 +311,27 @@ impl Unlock {
             .set_temporary_password(&email, &password, turn.now)
             .await?;
         turn.audit("reset", "temp_password_sent");
-        self.notice(&mobile, "sms_notice_reset", turn).await;
+        self.notice(&mobile, SmsKind::NoticeReset, turn).await;
         Ok(Outcome::ResetSent)
     }
 
     /// Text a security notice; a failure is logged and audited, not fatal.
-    async fn notice(&self, mobile: &UkMobile, message: &str, turn: &mut Turn) {
+    async fn notice(&self, mobile: &UkMobile, kind: SmsKind, turn: &mut Turn) {
+        let message = match kind {
+            SmsKind::NoticeReset => "sms_notice_reset",
+            _ => "sms_notice_unlocked",
+        };
         let mut vars = Vars::new();
         vars.insert("contact", self.policy.contact.clone());
         let sms = OutboundSms {
             to: mobile.clone(),
             body: SecretString::from(render(self.dialog.wording.text(message), &vars)),
-            kind: SmsKind::SecurityNotice,
+            kind,
+            personalisation: vec![(
+                "contact".to_owned(),
+                SecretString::from(self.policy.contact.clone()),
+            )],
+            reference: uuid::Uuid::new_v4().to_string(),
         };
         if let Err(e) = self.sms.send(&sms).await {
             tracing::warn!(error = %e, "security notice not sent");
