@@ -9,7 +9,7 @@ use std::io::Read;
 
 use chrono::{DateTime, Utc};
 
-use crate::directory::sql::{NewAccount, SqlDirectory};
+use crate::directory::{AccountDirectory, NewAccount};
 use crate::domain::{
     Answer, Email, PhoneError, RegisteredMobile, hash_answer, parse_registered_mobile,
 };
@@ -120,7 +120,7 @@ fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<NewAccount
 /// Import accounts from CSV. Returns an error only when the file as a whole
 /// cannot be read (or the database fails); bad rows are in the report.
 pub async fn import_csv(
-    directory: &SqlDirectory,
+    directory: &dyn AccountDirectory,
     input: impl Read,
     allow_crown_dependencies: bool,
     now: DateTime<Utc>,

@@ -9,72 +9,86 @@ use tokio::sync::watch;
 use crate::channels::telegram::{self, TelegramChannel};
 use crate::clock::{Clock, SystemClock};
 use crate::dialog::{self, Engine, EngineConfig};
-use crate::directory::Directory;
-use crate::directory::sql::SqlDirectory;
+use crate::directory::{AccountDirectory, Directory};
 use crate::http::{AppState, router};
 use crate::settings::{Settings, SmsProvider, TelegramMode};
 use crate::sms::SmsSender;
 use crate::sms::console::ConsoleSender;
 use crate::sms::twilio::TwilioSender;
-use crate::store::Store;
-use crate::store::sqlite::{SqliteStore, connect};
+use crate::sms::outbox::{OutboxKey, OutboxWorker};
+use crate::store::{Database, Store};
 use crate::unlock::{Unlock, UnlockPolicy};
 
 /// The service's parts, built from settings; shared by `serve` and `chat`.
 pub struct Services {
     pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
-    pub directory: SqlDirectory,
+    pub directory: Arc<dyn AccountDirectory>,
+    /// Delivers queued texts; `Application` runs it beside the server.
+    pub worker: Option<OutboxWorker>,
 }
 
 impl Services {
     /// Load and validate the dialog, open the database (applying
-    /// migrations), and build the engine. `sms` overrides the configured
-    /// provider (the terminal chat shows texts on screen).
+    /// migrations), and build the engine and the outbox worker. `sms`
+    /// overrides the configured provider (the terminal chat shows texts on
+    /// screen).
     pub async fn build(
         settings: &Settings,
         clock: Arc<dyn Clock>,
         sms: Option<Arc<dyn SmsSender>>,
     ) -> anyhow::Result<Self> {
-        let dialog = Arc::new(dialog::spec::load(
-            &settings.dialogs_dir,
-            &settings.language,
-        )?);
-        let pool = connect(&settings.database_url)
+        let dialog = Arc::new(dialog::spec::load(&settings.dialogs_dir, &settings.language)?);
+        let database = Database::connect(&settings.database_url, settings.allow_crown_dependencies)
             .await
             .with_context(|| "cannot open the database (DATABASE_URL)")?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::new(pool.clone()));
-        let directory = SqlDirectory::new(pool, settings.allow_crown_dependencies);
         let sms = match sms {
             Some(sms) => sms,
             None => sms_sender(settings)?,
         };
+        let outbox_key = settings.outbox_key.clone().unwrap_or_else(|| {
+            tracing::warn!("OUTBOX_KEY is not set: using a random key for this run (texts still queued at exit cannot be sent after a restart)");
+            OutboxKey::generate()
+        });
         let policy = UnlockPolicy {
             questions_to_ask: settings.questions_to_ask,
             temp_password_length: settings.temp_password_length,
             contact: settings.support_contact.clone(),
             ..UnlockPolicy::default()
         };
+        let block_rule = policy.block_rule();
+        let directory: Arc<dyn Directory> = database.directory.clone();
         let unlock = Unlock::new(
-            Arc::new(directory.clone()) as Arc<dyn Directory>,
-            store.clone(),
-            sms,
+            directory.clone(),
+            database.store.clone(),
+            outbox_key.clone(),
             dialog.clone(),
             policy,
         );
         let engine = Arc::new(Engine::new(
             dialog,
-            store.clone(),
+            database.store.clone(),
             unlock,
-            clock,
+            clock.clone(),
             EngineConfig {
                 idle_timeout: settings.idle_timeout,
+                block_rule,
             },
         ));
+        let worker = OutboxWorker {
+            store: database.store.clone(),
+            sender: sms,
+            directory,
+            key: outbox_key,
+            clock,
+            policy: settings.outbox.clone(),
+            wake: engine.outbox_wake(),
+        };
         Ok(Self {
             engine,
-            store,
-            directory,
+            store: database.store,
+            directory: database.directory,
+            worker: Some(worker),
         })
     }
 }
@@ -121,13 +135,16 @@ impl Application {
         clock: Arc<dyn Clock>,
         sms: Option<Arc<dyn SmsSender>>,
     ) -> anyhow::Result<Self> {
-        let services = Services::build(&settings, clock, sms).await?;
+        let mut services = Services::build(&settings, clock, sms).await?;
         if settings.twilio_auth_token.is_none() {
             tracing::warn!(
                 "TWILIO_AUTH_TOKEN is not set: inbound webhooks are NOT signature-checked (local use only)"
             );
         }
         let mut background: Vec<BackgroundTask> = Vec::new();
+        if let Some(worker) = services.worker.take() {
+            background.push(Box::new(move |stop| tokio::spawn(worker.run(stop))));
+        }
         let mut webhook = None;
         match &settings.telegram {
             TelegramMode::Off => {}

@@ -14,12 +14,12 @@ use crate::app::{Application, Services};
 use crate::clock::{Clock, SystemClock};
 use crate::demo;
 use crate::dialog;
-use crate::directory::sql::SqlDirectory;
+use crate::directory::AccountDirectory;
 use crate::domain::Email;
 use crate::settings::Settings;
 use crate::sms::console::ConsoleSender;
-use crate::store::Store;
-use crate::store::sqlite::{SqliteStore, connect};
+use crate::sms::outbox::OutboxKey;
+use crate::store::{Database, Store};
 use crate::telemetry;
 
 #[derive(Parser)]
@@ -55,6 +55,8 @@ pub enum Command {
     /// Check the dialog files.
     #[command(subcommand)]
     Dialog(DialogCommand),
+    /// Print a fresh random OUTBOX_KEY.
+    Keygen,
 }
 
 #[derive(Subcommand)]
@@ -84,18 +86,35 @@ fn parse_email(raw: &str) -> anyhow::Result<Email> {
     Email::parse(raw).map_err(|e| anyhow::anyhow!("'{raw}' is not a valid email address: {e}"))
 }
 
-async fn open_directory(settings: &Settings) -> anyhow::Result<(SqlDirectory, SqliteStore)> {
-    let pool = connect(&settings.database_url)
+async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
+    Database::connect(&settings.database_url, settings.allow_crown_dependencies)
         .await
-        .context("cannot open the database (DATABASE_URL)")?;
-    Ok((
-        SqlDirectory::new(pool.clone(), settings.allow_crown_dependencies),
-        SqliteStore::new(pool),
-    ))
+        .context("cannot open the database (DATABASE_URL)")
+}
+
+/// A terminal conversation, with the outbox worker delivering texts to the
+/// screen meanwhile.
+pub async fn chat(services: &mut Services) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = services.worker.take().map(|w| tokio::spawn(w.run(stop_rx)));
+    let result =
+        crate::channels::terminal::run(services.engine.clone(), tokio::io::stdin(), tokio::io::stdout())
+            .await;
+    // Let texts queued by the last turn go out before leaving.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _ = stop_tx.send(true);
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
+    result
 }
 
 /// Run a command; the exit code follows each command's contract.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(cli.command, Command::Keygen) {
+        println!("{}", OutboxKey::generate().to_hex().as_str());
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = Settings::from_env()?;
     let quiet = matches!(cli.command, Command::Chat | Command::Demo);
     telemetry::init(
@@ -127,8 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => demo::run(settings).await?,
         Command::Accounts(command) => return accounts_command(&settings, command, &clock).await,
         Command::Audit { json } => {
-            let (_, store) = open_directory(&settings).await?;
-            let events = store.audit_events().await?;
+            let events = open_database(&settings).await?.store.audit_events().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&events)?);
             } else {
@@ -145,6 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Keygen => {}
         Command::Dialog(DialogCommand::Check) => {
             match dialog::spec::check_all(&settings.dialogs_dir) {
                 Ok(codes) => println!(
@@ -168,13 +187,14 @@ async fn accounts_command(
     command: AccountsCommand,
     clock: &dyn Clock,
 ) -> anyhow::Result<ExitCode> {
-    let (directory, _) = open_directory(settings).await?;
+    let database = open_database(settings).await?;
+    let directory: &dyn AccountDirectory = database.directory.as_ref();
     match command {
         AccountsCommand::Import { file } => {
             let input = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
             let report = accounts::import_csv(
-                &directory,
+                directory,
                 input,
                 settings.allow_crown_dependencies,
                 clock.now(),

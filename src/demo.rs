@@ -9,7 +9,7 @@ use chrono::Duration;
 
 use crate::app::Services;
 use crate::clock::{Clock, SystemClock};
-use crate::directory::sql::NewAccount;
+use crate::directory::NewAccount;
 use crate::domain::{Answer, Email, hash_answer, parse_registered_mobile};
 use crate::settings::Settings;
 use crate::sms::console::ConsoleSender;
@@ -84,7 +84,7 @@ const SAMPLES: &[Sample] = &[
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     settings.database_url = DEMO_DATABASE_URL.to_owned();
     let clock = SystemClock;
-    let services = Services::build(
+    let mut services = Services::build(
         &settings,
         Arc::new(SystemClock),
         Some(Arc::new(ConsoleSender::default())),
@@ -129,5 +129,5 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         println!("  {q:<40} {a}");
     }
     println!();
-    crate::channels::terminal::run(services.engine, tokio::io::stdin(), tokio::io::stdout()).await
+    crate::cli::chat(&mut services).await
 }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use chrono::Duration;
 use secrecy::SecretString;
 
+use crate::sms::outbox::{OutboxKey, RetryPolicy};
+
 /// The default database: an SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://unlockbot.sqlite";
 
@@ -84,6 +86,10 @@ pub struct Settings {
     pub request_timeout: std::time::Duration,
     pub log_format: LogFormat,
     pub telegram: TelegramMode,
+    /// Seals the secret part of queued texts. `None` only with the console
+    /// provider (a random key is then made at start-up).
+    pub outbox_key: Option<OutboxKey>,
+    pub outbox: RetryPolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,10 +136,13 @@ impl Settings {
         };
 
         let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !database_url.starts_with("sqlite:") {
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|scheme| database_url.starts_with(scheme))
+        {
             return Err(bad(
                 "DATABASE_URL",
-                "only sqlite:// URLs are supported by this build",
+                "must start with sqlite:// (an embedded file) or postgres://",
             ));
         }
         let bind_addr = get("BIND_ADDR")
@@ -286,7 +295,29 @@ impl Settings {
             }
         };
 
+        let outbox_key = match get("OUTBOX_KEY") {
+            Some(hex) => Some(OutboxKey::from_hex(&hex).map_err(|e| bad("OUTBOX_KEY", e.to_string()))?),
+            None if matches!(sms, SmsProvider::Log) => None,
+            None => {
+                return Err(bad(
+                    "OUTBOX_KEY",
+                    "required with a real SMS provider: 64 hex characters; `unlockbot keygen` prints one",
+                ));
+            }
+        };
+        let outbox = RetryPolicy {
+            base: Duration::milliseconds(number("OUTBOX_RETRY_BASE_MS", 2000, 10, 600_000)?),
+            max_attempts: u32::try_from(number("OUTBOX_MAX_ATTEMPTS", 8, 1, 100)?).unwrap_or(8),
+            lease: Duration::seconds(number("OUTBOX_LEASE_SECS", 60, 1, 3600)?),
+            poll: std::time::Duration::from_millis(
+                u64::try_from(number("OUTBOX_POLL_MS", 1000, 10, 60_000)?).unwrap_or(1000),
+            ),
+            ..RetryPolicy::default()
+        };
+
         Ok(Self {
+            outbox_key,
+            outbox,
             telegram,
             database_url,
             bind_addr,
@@ -340,6 +371,15 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.variable, "TWILIO_AUTH_TOKEN");
+        let e = Settings::from_map(&env(&[
+            ("SMS_PROVIDER", "twilio"),
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TWILIO_FROM_NUMBER", "+447400000001"),
+            ("PUBLIC_BASE_URL", "https://bot.example.org"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "OUTBOX_KEY");
         let e = Settings::from_map(&env(&[("TWILIO_ACCOUNT_SID", "AC123")])).unwrap_err();
         assert_eq!(e.variable, "SMS_PROVIDER");
         let e = Settings::from_map(&env(&[("TELEGRAM_BOT_TOKEN", "123:abc")])).unwrap_err();

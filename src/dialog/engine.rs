@@ -17,7 +17,8 @@ use super::spec::{AskStep, Dialog, InputKind, Outcome, Step};
 use crate::clock::Clock;
 use crate::directory::{Account, DirectoryError};
 use crate::domain::{Answer, ConversationKey, Email, Last4};
-use crate::store::{AuditEvent, Store, StoreError, TurnCommit};
+use crate::store::{AuditEvent, BlockRule, NewOutboxItem, Store, StoreError, TurnCommit};
+use crate::sms::SmsKind;
 use crate::unlock::Unlock;
 
 /// Longest message the engine reads (Twilio's own limit is 1600 characters).
@@ -28,6 +29,8 @@ pub const MAX_INPUT_CHARS: usize = 1600;
 pub struct EngineConfig {
     /// A conversation idle this long expires.
     pub idle_timeout: Duration,
+    /// The attempt limit, applied when a turn commits.
+    pub block_rule: BlockRule,
 }
 
 /// One inbound message, whatever the channel.
@@ -112,7 +115,8 @@ pub struct Turn {
     pub state: ConversationState,
     pub audit: Vec<AuditEvent>,
     pub failures: Vec<Email>,
-    pub blocks: Vec<(Email, DateTime<Utc>)>,
+    /// Texts this turn causes, sealed for the outbox.
+    pub outbox: Vec<NewOutboxItem>,
     /// The named account, fetched at most once per turn.
     pub account: Option<Option<Account>>,
 }
@@ -131,26 +135,14 @@ impl Turn {
     }
 }
 
-/// Serialises turns of one conversation within this process.
-#[derive(Default)]
-struct KeyLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl KeyLocks {
-    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget locks nobody holds, so the map does not grow without bound.
-        map.retain(|_, lock| Arc::strong_count(lock) > 1);
-        map.entry(key.to_owned()).or_default().clone()
-    }
-}
-
 pub struct Engine {
     dialog: Arc<Dialog>,
     store: Arc<dyn Store>,
     unlock: Unlock,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-    locks: KeyLocks,
+    /// Rung after a turn queued texts, so this instance's worker sends them at once.
+    outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -167,8 +159,13 @@ impl Engine {
             unlock,
             clock,
             config,
-            locks: KeyLocks::default(),
+            outbox_wake: Arc::default(),
         }
+    }
+
+    /// Notified whenever a turn queues a text.
+    pub fn outbox_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_wake.clone()
     }
 
     pub fn dialog(&self) -> &Dialog {
@@ -189,14 +186,10 @@ impl Engine {
     /// Run one turn.
     #[tracing::instrument(skip_all, fields(conversation = %inbound.key.masked_sender(), channel = inbound.key.channel().as_str()))]
     pub async fn handle(&self, inbound: Inbound) -> Result<Reply, TurnError> {
-        let lock = self.locks.get(&inbound.key.to_string());
-        let _guard = lock.lock().await;
-
+        // Held exclusively, in every instance, until the turn commits.
+        let mut tx = self.store.begin_turn(&inbound.key).await?;
         if let Some(id) = &inbound.message_id
-            && let Some(text) = self
-                .store
-                .processed_reply(inbound.key.channel(), id)
-                .await?
+            && let Some(text) = tx.processed_reply(id).await?
         {
             tracing::info!("repeated delivery answered from the record");
             return Ok(Reply {
@@ -209,7 +202,7 @@ impl Engine {
         }
 
         let now = self.clock.now();
-        let stored = self.store.load_conversation(&inbound.key).await?;
+        let stored = tx.load_conversation().await?;
         let mut parts = Vec::new();
         let mut turn = Turn {
             key: inbound.key.clone(),
@@ -217,9 +210,15 @@ impl Engine {
             state: ConversationState::default(),
             audit: Vec::new(),
             failures: Vec::new(),
-            blocks: Vec::new(),
+            outbox: Vec::new(),
             account: None,
         };
+        // A text that finally failed since the user's last message: say so.
+        let failed = tx.unreported_failures().await?;
+        if failed.iter().any(|(_, kind)| *kind == SmsKind::TempPassword) {
+            parts.push(self.say("text_not_delivered", &mut turn).await?);
+        }
+        let reported_failures: Vec<uuid::Uuid> = failed.into_iter().map(|(id, _)| id).collect();
         let mut input_was_secret = false;
         let live = match stored {
             Some(c) if now - c.updated_at > self.config.idle_timeout => {
@@ -273,26 +272,29 @@ impl Engine {
             ended: next_state.is_none(),
             repeated: false,
         };
-        self.store
-            .commit_turn(TurnCommit {
-                key: inbound.key,
-                state: next_state,
-                now,
-                processed: inbound.message_id.map(|id| (id, reply.text())),
-                audit: turn.audit,
-                failures: turn.failures,
-                blocks: turn.blocks,
-            })
-            .await?;
+        let queued = !turn.outbox.is_empty();
+        tx.commit(TurnCommit {
+            state: next_state,
+            now,
+            processed: inbound.message_id.map(|id| (id, reply.text())),
+            audit: turn.audit,
+            failures: turn.failures,
+            block_rule: self.config.block_rule,
+            outbox: turn.outbox,
+            reported_failures,
+        })
+        .await?;
+        if queued {
+            self.outbox_wake.notify_waiters();
+        }
         Ok(reply)
     }
 
     /// End a conversation without a reply (the user can no longer be
     /// reached, for example they blocked the bot).
     pub async fn end_quietly(&self, key: &ConversationKey, why: &str) -> Result<(), TurnError> {
-        let lock = self.locks.get(&key.to_string());
-        let _guard = lock.lock().await;
-        let Some(stored) = self.store.load_conversation(key).await? else {
+        let mut tx = self.store.begin_turn(key).await?;
+        let Some(stored) = tx.load_conversation().await? else {
             return Ok(());
         };
         let mut turn = Turn {
@@ -301,21 +303,21 @@ impl Engine {
             state: stored.state,
             audit: Vec::new(),
             failures: Vec::new(),
-            blocks: Vec::new(),
+            outbox: Vec::new(),
             account: None,
         };
         turn.audit("conversation", why);
-        self.store
-            .commit_turn(TurnCommit {
-                key: key.clone(),
-                state: None,
-                now: turn.now,
-                processed: None,
-                audit: turn.audit,
-                failures: Vec::new(),
-                blocks: Vec::new(),
-            })
-            .await?;
+        tx.commit(TurnCommit {
+            state: None,
+            now: turn.now,
+            processed: None,
+            audit: turn.audit,
+            failures: Vec::new(),
+            block_rule: self.config.block_rule,
+            outbox: Vec::new(),
+            reported_failures: Vec::new(),
+        })
+        .await?;
         Ok(())
     }
 

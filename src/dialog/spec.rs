@@ -86,7 +86,7 @@ impl ActionKind {
             Self::LookupAccount => &[Next],
             Self::CheckMobileDigits => &[Verified, Failed, Disabled],
             Self::CheckAnswer => &[NextQuestion, Verified, Failed],
-            Self::ChooseOption => &[Unlocked, NotLocked, ResetSent, ResetWaiting, SendFailed],
+            Self::ChooseOption => &[Unlocked, NotLocked, ResetSent, ResetWaiting],
         }
     }
 }
@@ -103,11 +103,10 @@ pub enum Outcome {
     NotLocked,
     ResetSent,
     ResetWaiting,
-    SendFailed,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 10] = [
+    const ALL: [Outcome; 9] = [
         Self::Next,
         Self::Verified,
         Self::Failed,
@@ -117,7 +116,6 @@ impl Outcome {
         Self::NotLocked,
         Self::ResetSent,
         Self::ResetWaiting,
-        Self::SendFailed,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -130,7 +128,6 @@ impl Outcome {
             Self::NotLocked => "not_locked",
             Self::ResetSent => "reset_sent",
             Self::ResetWaiting => "reset_waiting",
-            Self::SendFailed => "send_failed",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -185,6 +182,7 @@ pub const SYSTEM_MESSAGES: &[&str] = &[
     "too_many_invalid",
     "service_unavailable",
     "message_too_long",
+    "text_not_delivered",
     TEMP_PASSWORD_MESSAGE,
     "sms_notice_unlocked",
     "sms_notice_reset",

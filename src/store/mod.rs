@@ -1,15 +1,21 @@
 //! Storage of conversations, processed inbound messages, verification
-//! failures, blocks and the audit trail, behind one trait so that a second
-//! backend (PostgreSQL) slots in without touching the engine.
+//! failures, blocks, the outbox and the audit trail, behind one trait with
+//! an SQLite and a PostgreSQL implementation, so no feature of the bot exists
+//! on one backend only.
 
+pub mod postgres;
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::dialog::ConversationState;
-use crate::domain::{Channel, ConversationKey, Email};
+use crate::directory::AccountDirectory;
+use crate::domain::{ConversationKey, Email};
+use crate::sms::SmsKind;
 
 /// The store could not be reached or refused the operation.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +26,8 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored conversation state is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("unsupported DATABASE_URL: {0}")]
+    Unsupported(String),
 }
 
 /// A conversation as stored after its last turn.
@@ -41,10 +49,50 @@ pub struct AuditEvent {
     pub outcome: String,
 }
 
+/// The attempt rule, applied inside the commit so that instances sharing a
+/// database count every failure exactly once.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockRule {
+    /// Failed verifications within `window` that block self-service.
+    pub max_failures: u32,
+    pub window: Duration,
+    pub block_for: Duration,
+}
+
+/// A text to queue, its secret part already sealed.
+#[derive(Debug, Clone)]
+pub struct NewOutboxItem {
+    pub id: uuid::Uuid,
+    pub kind: SmsKind,
+    /// E.164 of the registered mobile.
+    pub to: String,
+    pub account: String,
+    /// The conversation that caused it (told if delivery finally fails).
+    pub conversation_key: String,
+    /// Body and personalisation, encrypted (see `sms::outbox`).
+    pub sealed: Vec<u8>,
+}
+
+/// A claimed text, for the outbox worker.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: uuid::Uuid,
+    pub kind: SmsKind,
+    pub to: String,
+    pub account: String,
+    pub conversation_key: String,
+    pub sealed: Vec<u8>,
+    /// Attempts including this one.
+    pub attempts: u32,
+    /// An earlier attempt was started and its outcome never recorded (the
+    /// instance died while sending): ask the provider before sending again.
+    pub uncertain: bool,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Everything one turn writes, committed in one transaction.
 #[derive(Debug, Clone)]
 pub struct TurnCommit {
-    pub key: ConversationKey,
     /// `None` ends the conversation (the row is deleted).
     pub state: Option<ConversationState>,
     pub now: DateTime<Utc>,
@@ -54,40 +102,113 @@ pub struct TurnCommit {
     pub audit: Vec<AuditEvent>,
     /// Accounts for which this turn was a failed verification.
     pub failures: Vec<Email>,
-    /// Accounts to block, and until when.
-    pub blocks: Vec<(Email, DateTime<Utc>)>,
+    pub block_rule: BlockRule,
+    /// Texts caused by this turn.
+    pub outbox: Vec<NewOutboxItem>,
+    /// Failed texts this turn told the user about.
+    pub reported_failures: Vec<uuid::Uuid>,
+}
+
+/// A turn in progress: the conversation is held exclusively (by every
+/// instance sharing the database) until the turn commits or is dropped.
+#[async_trait]
+pub trait TurnTx: Send {
+    /// The reply already given to this inbound message, if it was processed.
+    async fn processed_reply(&mut self, message_id: &str) -> Result<Option<String>, StoreError>;
+    async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError>;
+    /// Texts of this conversation that finally failed and that the user has
+    /// not been told about yet: (outbox id, kind).
+    async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError>;
+    /// Write everything the turn decided, atomically, and release the conversation.
+    async fn commit(self: Box<Self>, commit: TurnCommit) -> Result<(), StoreError>;
 }
 
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// The reply already given to this inbound message, if it was processed.
-    async fn processed_reply(
-        &self,
-        channel: Channel,
-        message_id: &str,
-    ) -> Result<Option<String>, StoreError>;
-    async fn load_conversation(
-        &self,
-        key: &ConversationKey,
-    ) -> Result<Option<StoredConversation>, StoreError>;
+    /// Start a turn on `key`, waiting while another turn (in any instance)
+    /// holds it.
+    async fn begin_turn(&self, key: &ConversationKey) -> Result<Box<dyn TurnTx>, StoreError>;
     /// Failed verifications for an account at or after `since`.
-    async fn failures_since(
-        &self,
-        account: &Email,
-        since: DateTime<Utc>,
-    ) -> Result<u32, StoreError>;
+    async fn failures_since(&self, account: &Email, since: DateTime<Utc>)
+    -> Result<u32, StoreError>;
     /// When the account's self-service block ends, if it is blocked at `now`.
     async fn blocked_until(
         &self,
         account: &Email,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// Write everything a turn decided, atomically.
-    async fn commit_turn(&self, commit: TurnCommit) -> Result<(), StoreError>;
     /// Append audit events outside a turn (for example a failed text).
     async fn record_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// The audit trail, oldest first.
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Claim up to `limit` texts that are due (pending and due, or whose
+    /// sending lease has run out), leasing them until `now + lease`. Each
+    /// claim is committed before the text is sent, and no two workers
+    /// claim the same text.
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// The provider took the text: never send it again; erase its secret.
+    async fn outbox_delivered(
+        &self,
+        id: uuid::Uuid,
+        provider_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Try again at `next_attempt_at`.
+    async fn outbox_retry(
+        &self,
+        id: uuid::Uuid,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// Give up: erase the secret and record the failure in the audit trail.
+    async fn outbox_failed(
+        &self,
+        id: uuid::Uuid,
+        error: &str,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
+}
+
+/// The database: the store and the built-in account directory on one
+/// connection pool.
+pub struct Database {
+    pub store: Arc<dyn Store>,
+    pub directory: Arc<dyn AccountDirectory>,
+}
+
+impl Database {
+    /// Connect to `url` (`sqlite://…` or `postgres://…`), applying migrations.
+    pub async fn connect(url: &str, allow_crown_dependencies: bool) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            let pool = sqlite::connect(url).await?;
+            Ok(Self {
+                store: Arc::new(sqlite::SqliteStore::new(pool.clone())),
+                directory: Arc::new(crate::directory::sqlite::SqliteDirectory::new(
+                    pool,
+                    allow_crown_dependencies,
+                )),
+            })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = postgres::connect(url).await?;
+            Ok(Self {
+                store: Arc::new(postgres::PgStore::new(pool.clone())),
+                directory: Arc::new(crate::directory::postgres::PgDirectory::new(
+                    pool,
+                    allow_crown_dependencies,
+                )),
+            })
+        } else {
+            Err(StoreError::Unsupported(
+                "use sqlite://FILE or postgres://USER@HOST/DB".into(),
+            ))
+        }
+    }
 }

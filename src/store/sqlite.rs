@@ -1,14 +1,24 @@
-//! The SQLite store: the embedded default.
+//! The SQLite store: the embedded default, for one instance.
+//!
+//! One process owns the file, so a conversation is held by an in-process
+//! lock for the length of a turn, and every commit is `BEGIN IMMEDIATE`.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use std::str::FromStr;
-use std::time::Duration;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::OwnedMutexGuard;
 
-use super::{AuditEvent, Store, StoreError, StoredConversation, TurnCommit};
-use crate::domain::{Channel, ConversationKey, Email};
+use super::{
+    AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx,
+};
+use crate::domain::{ConversationKey, Email};
+use crate::sms::SmsKind;
 
 /// Milliseconds since the epoch, as stored.
 pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
@@ -27,31 +37,45 @@ pub async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(StdDuration::from_secs(5));
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(StdDuration::from_secs(5))
         .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
     Ok(pool)
 }
 
+/// Serialises turns of one conversation within this process.
+#[derive(Default)]
+struct KeyLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl KeyLocks {
+    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget locks nobody holds, so the map does not grow without bound.
+        map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        map.entry(key.to_owned()).or_default().clone()
+    }
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    locks: Arc<KeyLocks>,
 }
 
 impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            locks: Arc::default(),
+        }
     }
 }
 
-async fn insert_audit(
-    conn: &mut sqlx::SqliteConnection,
-    events: &[AuditEvent],
-) -> Result<(), StoreError> {
+async fn insert_audit(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<(), StoreError> {
     for e in events {
         sqlx::query(
             "INSERT INTO audit_log (at, channel, sender, account, event, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -68,37 +92,42 @@ async fn insert_audit(
     Ok(())
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+fn kind_of(s: &str) -> SmsKind {
+    match s {
+        "temp_password" => SmsKind::TempPassword,
+        "notice_reset" => SmsKind::NoticeReset,
+        _ => SmsKind::NoticeUnlocked,
     }
+}
 
-    async fn processed_reply(
-        &self,
-        channel: Channel,
-        message_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(
+fn uuid_of(s: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(s).unwrap_or_default()
+}
+
+struct SqliteTurn {
+    pool: SqlitePool,
+    key: String,
+    _held: OwnedMutexGuard<()>,
+}
+
+#[async_trait]
+impl TurnTx for SqliteTurn {
+    async fn processed_reply(&mut self, message_id: &str) -> Result<Option<String>, StoreError> {
+        let channel = self.key.split(':').next().unwrap_or_default().to_owned();
+        Ok(sqlx::query_scalar(
             "SELECT reply FROM processed_messages WHERE channel = $1 AND message_id = $2",
         )
-        .bind(channel.as_str())
+        .bind(channel)
         .bind(message_id)
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.get("reply")))
+        .await?)
     }
 
-    async fn load_conversation(
-        &self,
-        key: &ConversationKey,
-    ) -> Result<Option<StoredConversation>, StoreError> {
-        let row =
-            sqlx::query("SELECT state, updated_at FROM conversations WHERE conversation_key = $1")
-                .bind(key.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError> {
+        let row = sqlx::query("SELECT state, updated_at FROM conversations WHERE conversation_key = $1")
+            .bind(&self.key)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             None => Ok(None),
             Some(row) => Ok(Some(StoredConversation {
@@ -108,11 +137,123 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn failures_since(
-        &self,
-        account: &Email,
-        since: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
+    async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind FROM outbox WHERE conversation_key = $1 AND status = 'failed' AND failure_reported = 0",
+        )
+        .bind(&self.key)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (uuid_of(r.get("id")), kind_of(r.get("kind"))))
+            .collect())
+    }
+
+    async fn commit(self: Box<Self>, c: TurnCommit) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now = to_millis(c.now);
+        let channel = self.key.split(':').next().unwrap_or_default().to_owned();
+        match &c.state {
+            Some(state) => {
+                sqlx::query(
+                    "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES ($1, $2, $3, $3)
+                     ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .bind(&self.key)
+                .bind(serde_json::to_string(state)?)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM conversations WHERE conversation_key = $1")
+                    .bind(&self.key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some((message_id, reply)) = &c.processed {
+            sqlx::query(
+                "INSERT INTO processed_messages (channel, message_id, reply, received_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (channel, message_id) DO NOTHING",
+            )
+            .bind(&channel)
+            .bind(message_id)
+            .bind(reply)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for account in &c.failures {
+            sqlx::query("INSERT INTO verification_failures (account_email, failed_at) VALUES ($1, $2)")
+                .bind(account.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let recent: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at > $2",
+            )
+            .bind(account.as_str())
+            .bind(to_millis(c.now - c.block_rule.window))
+            .fetch_one(&mut *tx)
+            .await?;
+            if recent >= i64::from(c.block_rule.max_failures) {
+                sqlx::query(
+                    "INSERT INTO account_blocks (account_email, blocked_until) VALUES ($1, $2)
+                     ON CONFLICT (account_email) DO UPDATE SET blocked_until = MAX(blocked_until, excluded.blocked_until)",
+                )
+                .bind(account.as_str())
+                .bind(to_millis(c.now + c.block_rule.block_for))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for item in &c.outbox {
+            sqlx::query(
+                "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, sealed, status, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
+            )
+            .bind(item.id.to_string())
+            .bind(item.kind.as_str())
+            .bind(&item.to)
+            .bind(&item.account)
+            .bind(&item.conversation_key)
+            .bind(&item.sealed)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for id in &c.reported_failures {
+            sqlx::query("UPDATE outbox SET failure_reported = 1 WHERE id = $1")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_audit(&mut tx, &c.audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin_turn(&self, key: &ConversationKey) -> Result<Box<dyn TurnTx>, StoreError> {
+        let key = key.to_string();
+        let held = self.locks.get(&key).lock_owned().await;
+        Ok(Box::new(SqliteTurn {
+            pool: self.pool.clone(),
+            key,
+            _held: held,
+        }))
+    }
+
+    async fn failures_since(&self, account: &Email, since: DateTime<Utc>) -> Result<u32, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at >= $2",
         )
@@ -138,76 +279,15 @@ impl Store for SqliteStore {
         Ok(until.map(from_millis))
     }
 
-    async fn commit_turn(&self, c: TurnCommit) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let key = c.key.to_string();
-        let now = to_millis(c.now);
-        match &c.state {
-            Some(state) => {
-                sqlx::query(
-                    "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES ($1, $2, $3, $3)
-                     ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                )
-                .bind(&key)
-                .bind(serde_json::to_string(state)?)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM conversations WHERE conversation_key = $1")
-                    .bind(&key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        if let Some((message_id, reply)) = &c.processed {
-            sqlx::query(
-                "INSERT INTO processed_messages (channel, message_id, reply, received_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (channel, message_id) DO NOTHING",
-            )
-            .bind(c.key.channel().as_str())
-            .bind(message_id)
-            .bind(reply)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for account in &c.failures {
-            sqlx::query(
-                "INSERT INTO verification_failures (account_email, failed_at) VALUES ($1, $2)",
-            )
-            .bind(account.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (account, until) in &c.blocks {
-            sqlx::query(
-                "INSERT INTO account_blocks (account_email, blocked_until) VALUES ($1, $2)
-                 ON CONFLICT (account_email) DO UPDATE SET blocked_until = excluded.blocked_until",
-            )
-            .bind(account.as_str())
-            .bind(to_millis(*until))
-            .execute(&mut *tx)
-            .await?;
-        }
-        insert_audit(&mut tx, &c.audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn record_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         insert_audit(&mut conn, events).await
     }
 
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| AuditEvent {
@@ -219,5 +299,96 @@ impl Store for SqliteStore {
                 outcome: r.get("outcome"),
             })
             .collect())
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET
+               uncertain_claim = (status = 'sending'),
+               status = 'sending', attempts = attempts + 1, lease_until = $2
+             WHERE id IN (
+               SELECT id FROM outbox
+               WHERE (status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1)
+               ORDER BY created_at LIMIT $3)
+             RETURNING id, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
+        )
+        .bind(to_millis(now))
+        .bind(to_millis(now + lease))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutboxItem {
+                id: uuid_of(r.get("id")),
+                kind: kind_of(r.get("kind")),
+                to: r.get("to_number"),
+                account: r.get("account_email"),
+                conversation_key: r.get("conversation_key"),
+                sealed: r.get::<Option<Vec<u8>>, _>("sealed").unwrap_or_default(),
+                attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
+                uncertain: r.get("uncertain_claim"),
+                created_at: from_millis(r.get("created_at")),
+            })
+            .collect())
+    }
+
+    async fn outbox_delivered(
+        &self,
+        id: uuid::Uuid,
+        provider_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'sent', sealed = NULL, provider_id = $2, finished_at = $3, lease_until = NULL, last_error = NULL
+             WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(provider_id)
+        .bind(to_millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_retry(
+        &self,
+        id: uuid::Uuid,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = $2, last_error = $3, lease_until = NULL
+             WHERE id = $1 AND status = 'sending'",
+        )
+        .bind(id.to_string())
+        .bind(to_millis(next_attempt_at))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, id: uuid::Uuid, error: &str, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'failed', sealed = NULL, last_error = $2, finished_at = $3, lease_until = NULL
+             WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(error)
+        .bind(to_millis(audit.at))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

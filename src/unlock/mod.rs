@@ -17,7 +17,8 @@ use crate::directory::{Account, Directory};
 use crate::domain::{
     Answer, Email, Last4, RegisteredMobile, TempPassword, UkMobile, verify_answer,
 };
-use crate::sms::{OutboundSms, SmsKind, SmsSender};
+use crate::sms::outbox::{OutboxKey, queue};
+use crate::sms::{OutboundSms, SmsKind};
 use crate::store::Store;
 
 /// The service's rules, with the published procedure's values as defaults.
@@ -53,6 +54,15 @@ impl Default for UnlockPolicy {
 }
 
 impl UnlockPolicy {
+    /// The attempt limit, as the store applies it.
+    pub fn block_rule(&self) -> crate::store::BlockRule {
+        crate::store::BlockRule {
+            max_failures: self.max_failures,
+            window: self.failure_window,
+            block_for: self.block_for,
+        }
+    }
+
     /// When a Same Sign On account that is too new may reset, if it must wait.
     pub fn reset_waits_until(
         &self,
@@ -93,7 +103,7 @@ fn uk_date(t: DateTime<Utc>) -> String {
 pub struct Unlock {
     directory: Arc<dyn Directory>,
     store: Arc<dyn Store>,
-    sms: Arc<dyn SmsSender>,
+    outbox_key: OutboxKey,
     dialog: Arc<Dialog>,
     policy: UnlockPolicy,
 }
@@ -102,17 +112,25 @@ impl Unlock {
     pub fn new(
         directory: Arc<dyn Directory>,
         store: Arc<dyn Store>,
-        sms: Arc<dyn SmsSender>,
+        outbox_key: OutboxKey,
         dialog: Arc<Dialog>,
         policy: UnlockPolicy,
     ) -> Self {
         Self {
             directory,
             store,
-            sms,
+            outbox_key,
             dialog,
             policy,
         }
+    }
+
+    /// Queue a text in this turn's transaction.
+    fn queue(&self, sms: OutboundSms, email: &Email, turn: &mut Turn) -> Result<(), TurnError> {
+        let item = queue(&self.outbox_key, sms, email, turn.key.to_string())
+            .map_err(|e| TurnError::Internal(e.to_string()))?;
+        turn.outbox.push(item);
+        Ok(())
     }
 
     /// The named account, looked up once per turn.
@@ -237,19 +255,11 @@ impl Unlock {
         Ok(Outcome::Verified)
     }
 
-    /// Count a failed verification, and block the account when it is one too many.
+    /// Count a failed verification; the store blocks the account when it
+    /// is one too many (inside the commit, so instances agree).
     async fn fail(&self, email: &Email, reason: &str, turn: &mut Turn) -> Result<(), TurnError> {
         turn.audit("verification", &format!("failed:{reason}"));
         turn.failures.push(email.clone());
-        let earlier = self
-            .store
-            .failures_since(email, turn.now - self.policy.failure_window)
-            .await?;
-        if earlier + 1 >= self.policy.max_failures {
-            turn.blocks
-                .push((email.clone(), turn.now + self.policy.block_for));
-            turn.audit("refusal", "blocked_for_24_hours");
-        }
         Ok(())
     }
 
@@ -276,7 +286,7 @@ impl Unlock {
             }
             self.directory.unlock(&email, turn.now).await?;
             turn.audit("unlock", "unlocked");
-            self.notice(&mobile, SmsKind::NoticeUnlocked, turn).await;
+            self.notice(&mobile, SmsKind::NoticeUnlocked, &email, turn)?;
             return Ok(Outcome::Unlocked);
         }
         if self.policy.reset_waits_until(&account, turn.now).is_some() {
@@ -286,10 +296,7 @@ impl Unlock {
         let password = TempPassword::generate(self.policy.temp_password_length);
         let mut vars = Vars::new();
         vars.insert("password", password.expose_secret().to_owned());
-        let body = SecretString::from(render(
-            self.dialog.wording.text(TEMP_PASSWORD_MESSAGE),
-            &vars,
-        ));
+        let body = SecretString::from(render(self.dialog.wording.text(TEMP_PASSWORD_MESSAGE), &vars));
         drop(vars);
         let sms = OutboundSms {
             to: mobile.clone(),
@@ -299,24 +306,21 @@ impl Unlock {
                 "password".to_owned(),
                 SecretString::from(password.expose_secret().to_owned()),
             )],
-            reference: uuid::Uuid::new_v4().to_string(),
+            reference: String::new(),
         };
-        // Send first: if the text cannot be sent, the password is unchanged.
-        if let Err(e) = self.sms.send(&sms).await {
-            tracing::warn!(error = %e, "temporary password text not sent");
-            turn.audit("sms", "temp_password_not_sent");
-            return Ok(Outcome::SendFailed);
-        }
         self.directory
             .set_temporary_password(&email, &password, turn.now)
             .await?;
-        turn.audit("reset", "temp_password_sent");
-        self.notice(&mobile, SmsKind::NoticeReset, turn).await;
+        // The text goes out from the outbox, committed with this turn; if it
+        // finally fails, the worker puts the previous password back.
+        self.queue(sms, &email, turn)?;
+        turn.audit("reset", "temp_password_queued");
+        self.notice(&mobile, SmsKind::NoticeReset, &email, turn)?;
         Ok(Outcome::ResetSent)
     }
 
-    /// Text a security notice; a failure is logged and audited, not fatal.
-    async fn notice(&self, mobile: &UkMobile, kind: SmsKind, turn: &mut Turn) {
+    /// Queue a security notice to the registered mobile.
+    fn notice(&self, mobile: &UkMobile, kind: SmsKind, email: &Email, turn: &mut Turn) -> Result<(), TurnError> {
         let message = match kind {
             SmsKind::NoticeReset => "sms_notice_reset",
             _ => "sms_notice_unlocked",
@@ -331,12 +335,9 @@ impl Unlock {
                 "contact".to_owned(),
                 SecretString::from(self.policy.contact.clone()),
             )],
-            reference: uuid::Uuid::new_v4().to_string(),
+            reference: String::new(),
         };
-        if let Err(e) = self.sms.send(&sms).await {
-            tracing::warn!(error = %e, "security notice not sent");
-            turn.audit("sms", "notice_not_sent");
-        }
+        self.queue(sms, email, turn)
     }
 
     /// Facts about the named account, for the notes of a step.

@@ -1,0 +1,359 @@
+//! The PostgreSQL store: several instances on one database.
+//!
+//! A turn holds its conversation with a transaction-scoped advisory lock, so
+//! two messages of one conversation arriving at two instances are applied
+//! one after the other; failures are counted under a per-account advisory
+//! lock; outbox texts are claimed with `FOR UPDATE SKIP LOCKED`.
+
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+
+use super::{
+    AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx,
+};
+use crate::domain::{ConversationKey, Email};
+use crate::sms::SmsKind;
+
+/// Connect to PostgreSQL at `url` and apply the migrations.
+pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
+    let options: PgConnectOptions = url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(StdDuration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    Ok(pool)
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<(), StoreError> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO audit_log (at, channel, sender, account, event, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(e.at)
+        .bind(&e.channel)
+        .bind(&e.sender)
+        .bind(&e.account)
+        .bind(&e.event)
+        .bind(&e.outcome)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn kind_of(s: &str) -> SmsKind {
+    match s {
+        "temp_password" => SmsKind::TempPassword,
+        "notice_reset" => SmsKind::NoticeReset,
+        _ => SmsKind::NoticeUnlocked,
+    }
+}
+
+struct PgTurn {
+    tx: Transaction<'static, Postgres>,
+    key: String,
+}
+
+#[async_trait]
+impl TurnTx for PgTurn {
+    async fn processed_reply(&mut self, message_id: &str) -> Result<Option<String>, StoreError> {
+        let channel = self.key.split(':').next().unwrap_or_default().to_owned();
+        Ok(sqlx::query_scalar(
+            "SELECT reply FROM processed_messages WHERE channel = $1 AND message_id = $2",
+        )
+        .bind(channel)
+        .bind(message_id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError> {
+        let row = sqlx::query("SELECT state, updated_at FROM conversations WHERE conversation_key = $1")
+            .bind(&self.key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(Some(StoredConversation {
+                state: serde_json::from_value(row.get("state"))?,
+                updated_at: row.get("updated_at"),
+            })),
+        }
+    }
+
+    async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind FROM outbox WHERE conversation_key = $1 AND status = 'failed' AND NOT failure_reported",
+        )
+        .bind(&self.key)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get("id"), kind_of(r.get("kind"))))
+            .collect())
+    }
+
+    async fn commit(self: Box<Self>, c: TurnCommit) -> Result<(), StoreError> {
+        let PgTurn { mut tx, key } = *self;
+        let channel = key.split(':').next().unwrap_or_default().to_owned();
+        match &c.state {
+            Some(state) => {
+                sqlx::query(
+                    "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES ($1, $2, $3, $3)
+                     ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .bind(&key)
+                .bind(serde_json::to_value(state)?)
+                .bind(c.now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM conversations WHERE conversation_key = $1")
+                    .bind(&key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some((message_id, reply)) = &c.processed {
+            sqlx::query(
+                "INSERT INTO processed_messages (channel, message_id, reply, received_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (channel, message_id) DO NOTHING",
+            )
+            .bind(&channel)
+            .bind(message_id)
+            .bind(reply)
+            .bind(c.now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for account in &c.failures {
+            // Conversations on other channels (or instances) may fail for
+            // the same account at the same moment: count under a lock.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+                .bind(account.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO verification_failures (account_email, failed_at) VALUES ($1, $2)")
+                .bind(account.as_str())
+                .bind(c.now)
+                .execute(&mut *tx)
+                .await?;
+            let recent: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at > $2",
+            )
+            .bind(account.as_str())
+            .bind(c.now - c.block_rule.window)
+            .fetch_one(&mut *tx)
+            .await?;
+            if recent >= i64::from(c.block_rule.max_failures) {
+                sqlx::query(
+                    "INSERT INTO account_blocks (account_email, blocked_until) VALUES ($1, $2)
+                     ON CONFLICT (account_email) DO UPDATE
+                     SET blocked_until = GREATEST(account_blocks.blocked_until, excluded.blocked_until)",
+                )
+                .bind(account.as_str())
+                .bind(c.now + c.block_rule.block_for)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for item in &c.outbox {
+            sqlx::query(
+                "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, sealed, status, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
+            )
+            .bind(item.id)
+            .bind(item.kind.as_str())
+            .bind(&item.to)
+            .bind(&item.account)
+            .bind(&item.conversation_key)
+            .bind(&item.sealed)
+            .bind(c.now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for id in &c.reported_failures {
+            sqlx::query("UPDATE outbox SET failure_reported = TRUE WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_audit(&mut tx, &c.audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin_turn(&self, key: &ConversationKey) -> Result<Box<dyn TurnTx>, StoreError> {
+        let key = key.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Box::new(PgTurn { tx, key }))
+    }
+
+    async fn failures_since(&self, account: &Email, since: DateTime<Utc>) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at >= $2",
+        )
+        .bind(account.as_str())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn blocked_until(
+        &self,
+        account: &Email,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT blocked_until FROM account_blocks WHERE account_email = $1 AND blocked_until > $2",
+        )
+        .bind(account.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn record_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, events).await
+    }
+
+    async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query("SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEvent {
+                at: r.get("at"),
+                channel: r.get("channel"),
+                sender: r.get("sender"),
+                account: r.get("account"),
+                event: r.get("event"),
+                outcome: r.get("outcome"),
+            })
+            .collect())
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE outbox SET
+               uncertain_claim = (status = 'sending'),
+               status = 'sending', attempts = attempts + 1, lease_until = $2
+             WHERE id IN (
+               SELECT id FROM outbox
+               WHERE (status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1)
+               ORDER BY created_at LIMIT $3
+               FOR UPDATE SKIP LOCKED)
+             RETURNING id, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
+        )
+        .bind(now)
+        .bind(now + lease)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutboxItem {
+                id: r.get("id"),
+                kind: kind_of(r.get("kind")),
+                to: r.get("to_number"),
+                account: r.get("account_email"),
+                conversation_key: r.get("conversation_key"),
+                sealed: r.get::<Option<Vec<u8>>, _>("sealed").unwrap_or_default(),
+                attempts: u32::try_from(r.get::<i32, _>("attempts")).unwrap_or(u32::MAX),
+                uncertain: r.get("uncertain_claim"),
+                created_at: r.get("created_at"),
+            })
+            .collect())
+    }
+
+    async fn outbox_delivered(
+        &self,
+        id: uuid::Uuid,
+        provider_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'sent', sealed = NULL, provider_id = $2, finished_at = $3, lease_until = NULL, last_error = NULL
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(provider_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_retry(
+        &self,
+        id: uuid::Uuid,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = $2, last_error = $3, lease_until = NULL
+             WHERE id = $1 AND status = 'sending'",
+        )
+        .bind(id)
+        .bind(next_attempt_at)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, id: uuid::Uuid, error: &str, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'failed', sealed = NULL, last_error = $2, finished_at = $3, lease_until = NULL
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
