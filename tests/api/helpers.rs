@@ -479,3 +479,145 @@ pub fn twiml_text(xml: &str) -> String {
         .expect("valid XML escapes")
         .into_owned()
 }
+
+// ------------------------------------------------------------------------
+// Helpers for the policy, webhook, bad-input and CLI tests.
+
+/// The temporary password in the text that carries it.
+pub fn temp_password_in(text: &str) -> String {
+    text.split_whitespace()
+        .skip_while(|w| *w != "is")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no password in the text: {text}"))
+        .to_owned()
+}
+
+/// Twilio's error JSON, as its API sends it.
+pub fn twilio_error(status: u16, code: i64, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(serde_json::json!({
+        "code": code,
+        "message": message,
+        "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+        "status": status,
+    }))
+}
+
+/// The path of the fake Twilio Messages API.
+pub fn messages_path() -> String {
+    format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json")
+}
+
+impl TestApp {
+    /// The account, or `None` when `accounts show` finds none.
+    pub fn account_opt(&self, email: &str) -> Option<serde_json::Value> {
+        let (status, stdout, _) = self.cli(&["accounts", "show", email, "--json"], None);
+        status
+            .success()
+            .then(|| serde_json::from_str(&stdout).expect("accounts show --json prints JSON"))
+    }
+
+    /// Run the binary with some variables set (overriding) and some removed,
+    /// killing it after `timeout` (a server that should have refused to start).
+    /// Returns `None` as the status when it had to be killed.
+    pub fn cli_with_env(
+        &self,
+        set: &[(&str, &str)],
+        unset: &[&str],
+        args: &[&str],
+        timeout: std::time::Duration,
+    ) -> (Option<std::process::ExitStatus>, String, String) {
+        use std::process::{Command, Stdio};
+        let mut env = self.env.clone();
+        for name in unset {
+            env.remove(*name);
+        }
+        for (name, value) in set {
+            env.insert((*name).to_owned(), (*value).to_owned());
+        }
+        let id = uuid::Uuid::new_v4();
+        let out_path = self.dir.path().join(format!("stdout-{id}"));
+        let err_path = self.dir.path().join(format!("stderr-{id}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_unlockbot"))
+            .args(args)
+            .env_clear()
+            .envs(&env)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .expect("binary runs");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        (
+            status,
+            std::fs::read_to_string(&out_path).unwrap_or_default(),
+            std::fs::read_to_string(&err_path).unwrap_or_default(),
+        )
+    }
+
+    /// POST `params` with an explicit signature header (or none).
+    pub async fn post_form(
+        &self,
+        params: &[(String, String)],
+        signature: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.address, sms_twilio::PATH))
+            .form(params);
+        if let Some(signature) = signature {
+            request = request.header("X-Twilio-Signature", signature);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// POST raw bytes as a form body, with an explicit signature (or none).
+    pub async fn post_raw(&self, body: Vec<u8>, signature: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.address, sms_twilio::PATH))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("X-Twilio-Signature", signature);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// Text the bot with a given MessageSid; returns (status, content type,
+    /// raw body).
+    pub async fn text_with_sid(&self, from: &str, body: &str, sid: &str) -> (u16, String, String) {
+        let params = self.inbound_params(from, body, sid);
+        let response = self.post_signed(&params).await;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, content_type, response.text().await.unwrap())
+    }
+
+    /// Row counts of the tables a webhook call may write.
+    pub async fn write_counts(&self) -> [i64; 5] {
+        [
+            self.count("conversations").await,
+            self.count("processed_messages").await,
+            self.count("audit_log").await,
+            self.count("verification_failures").await,
+            self.count("account_blocks").await,
+        ]
+    }
+}
