@@ -14,6 +14,7 @@ use crate::http::{AppState, router};
 use crate::settings::{Settings, SmsProvider, TelegramMode};
 use crate::sms::SmsSender;
 use crate::sms::console::ConsoleSender;
+use crate::sms::notify::NotifySender;
 use crate::sms::twilio::TwilioSender;
 use crate::sms::outbox::{OutboxKey, OutboxWorker};
 use crate::store::{Database, Store};
@@ -101,6 +102,10 @@ pub fn sms_sender(settings: &Settings) -> anyhow::Result<Arc<dyn SmsSender>> {
             eprintln!("\n!!! {} !!!\n", ConsoleSender::WARNING);
             Arc::new(ConsoleSender::default())
         }
+        SmsProvider::Notify(n) => Arc::new(
+            NotifySender::new(n.clone())
+                .map_err(|e| anyhow::anyhow!("GOV.UK Notify settings: {e}"))?,
+        ),
         SmsProvider::Twilio(t) => Arc::new(
             TwilioSender::new(
                 &t.api_base,

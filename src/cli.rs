@@ -19,7 +19,7 @@ use crate::domain::Email;
 use crate::settings::Settings;
 use crate::sms::console::ConsoleSender;
 use crate::sms::outbox::OutboxKey;
-use crate::store::{Database, Store};
+use crate::store::Database;
 use crate::telemetry;
 
 #[derive(Parser)]

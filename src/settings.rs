@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use chrono::Duration;
 use secrecy::SecretString;
 
+use crate::sms::notify::{DEFAULT_API_BASE as NOTIFY_DEFAULT_API_BASE, NotifySettings};
 use crate::sms::outbox::{OutboxKey, RetryPolicy};
 
 /// The default database: an SQLite file in the working directory.
@@ -34,6 +35,8 @@ pub enum SmsProvider {
     /// Print texts on the console (local use only).
     Log,
     Twilio(TwilioSettings),
+    /// GOV.UK Notify.
+    Notify(NotifySettings),
 }
 
 #[derive(Debug, Clone)]
@@ -204,10 +207,24 @@ impl Settings {
                     api_base: api_base.trim_end_matches('/').to_owned(),
                 })
             }
+            Some("notify") => {
+                let need = |name: &'static str| {
+                    get(name).ok_or_else(|| bad(name, "required when SMS_PROVIDER=notify"))
+                };
+                SmsProvider::Notify(NotifySettings {
+                    api_key: SecretString::from(need("NOTIFY_API_KEY")?),
+                    api_base: get("NOTIFY_API_BASE")
+                        .unwrap_or_else(|| NOTIFY_DEFAULT_API_BASE.to_owned())
+                        .trim_end_matches('/')
+                        .to_owned(),
+                    template_temp_password: need("NOTIFY_TEMPLATE_TEMP_PASSWORD")?,
+                    template_notice: need("NOTIFY_TEMPLATE_NOTICE")?,
+                })
+            }
             Some(other) => {
                 return Err(bad(
                     "SMS_PROVIDER",
-                    format!("'{other}' is not one of: twilio, log"),
+                    format!("'{other}' is not one of: twilio, notify, log"),
                 ));
             }
         };

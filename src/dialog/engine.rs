@@ -6,8 +6,7 @@
 //! [`Inbound`] (conversation key, message id, text) and renders the
 //! [`Reply`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 

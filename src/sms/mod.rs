@@ -2,6 +2,7 @@
 //! so a second provider slots in without touching the dialog.
 
 pub mod console;
+pub mod notify;
 pub mod outbox;
 pub mod twilio;
 

@@ -59,7 +59,7 @@ impl OutboxKey {
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(self.0.as_ref().into())
+        XChaCha20Poly1305::new(&chacha20poly1305::Key::from(*self.0))
     }
 }
 

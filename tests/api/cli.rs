@@ -1,1 +1,447 @@
+//! The command line: `accounts import|show|lock|verify-password`, `audit`,
+//! `dialog check`, and `serve`'s refusal to start half-configured.
 
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const EMAIL: &str = "jane.smith@nhs.net";
+const MOBILE: &str = "07811 123456";
+
+fn import_csv(app: &TestApp, csv: &str) -> (std::process::ExitStatus, String, String) {
+    app.cli(&["accounts", "import", "-"], Some(csv))
+}
+
+/// The output line about CSV line `line`.
+fn line_about(output: &str, line: u64) -> &str {
+    let prefix = format!("line {line}:");
+    output
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("nothing about line {line} in:\n{output}"))
+}
+
+#[tokio::test]
+async fn import_rejects_bad_rows_with_line_and_reason_and_imports_the_rest() {
+    let app = spawn_app().await;
+    let rows = [
+        AccountRow::locked("ok.one@nhs.net", MOBILE), // line 2
+        AccountRow::locked("not-an-email", "07400 123456"), // line 3
+        AccountRow::locked("bad.phone@nhs.net", "12345"), // line 4
+        AccountRow::locked("landline@nhs.net", "020 7946 0000"), // line 5
+        AccountRow::locked("personal@nhs.net", "070 1234 5678"), // line 6
+        AccountRow::locked("ok.two@nhs.net", "07911 223456"), // line 7
+    ];
+    let (status, stdout, stderr) = import_csv(&app, &csv_of(&rows));
+    assert!(
+        !status.success(),
+        "a rejected row fails the import: {stdout}\n{stderr}"
+    );
+    let output = format!("{stdout}\n{stderr}");
+
+    let email = line_about(&output, 3).to_lowercase();
+    assert!(
+        email.contains("email") && email.contains("not-an-email"),
+        "{email}"
+    );
+    let phone = line_about(&output, 4).to_lowercase();
+    assert!(
+        phone.contains("phone") && phone.contains("12345"),
+        "{phone}"
+    );
+    let landline = line_about(&output, 5).to_lowercase();
+    assert!(
+        landline.contains("not a mobile") && landline.contains("landline"),
+        "{landline}"
+    );
+    let personal = line_about(&output, 6).to_lowercase();
+    assert!(
+        personal.contains("not a mobile") && personal.contains("070"),
+        "{personal}"
+    );
+    for line in [3, 4, 5, 6] {
+        assert!(line_about(&output, line).contains("rejected"), "{output}");
+    }
+    assert!(
+        !output
+            .lines()
+            .any(|l| l.starts_with("line 2:") || l.starts_with("line 7:")),
+        "good rows are not reported as rejected: {output}"
+    );
+
+    assert_eq!(app.count("accounts").await, 2);
+    assert_eq!(app.account("ok.one@nhs.net")["mobile"], "+447811123456");
+    assert_eq!(app.account("ok.two@nhs.net")["mobile"], "+447911223456");
+    for rejected in ["bad.phone@nhs.net", "landline@nhs.net", "personal@nhs.net"] {
+        assert!(app.account_opt(rejected).is_none(), "{rejected} imported");
+    }
+}
+
+#[tokio::test]
+async fn import_exits_zero_when_every_row_is_imported() {
+    let app = spawn_app().await;
+    let mut no_mobile = AccountRow::locked("no.mobile@nhs.net", "");
+    no_mobile.qa.clear();
+    let (status, stdout, stderr) = import_csv(
+        &app,
+        &csv_of(&[AccountRow::locked(EMAIL, MOBILE), no_mobile]),
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert_eq!(app.count("accounts").await, 2);
+    // A file with only a header imports nothing, successfully.
+    let (status, _, stderr) = import_csv(&app, &format!("{CSV_HEADER}\n"));
+    assert!(status.success(), "{stderr}");
+    assert_eq!(app.count("accounts").await, 2);
+}
+
+#[tokio::test]
+async fn import_normalises_spreadsheet_phone_numbers_and_emails() {
+    let app = spawn_app().await;
+    let forms = [
+        "+44 (0)7811 123456",
+        "0044 7811 123456",
+        "447811123456",
+        "7811123456",
+        "07811-123-456",
+        "+44 7811 123456",
+        "(07811) 123456",
+        " 07811 123 456 ",
+    ];
+    let rows: Vec<AccountRow> = forms
+        .iter()
+        .enumerate()
+        .map(|(i, form)| AccountRow::locked(&format!("User.{i}@NHS.Net"), form))
+        .collect();
+    let (status, stdout, stderr) = import_csv(&app, &csv_of(&rows));
+    assert!(status.success(), "{stdout}\n{stderr}");
+    for (i, form) in forms.iter().enumerate() {
+        let account = app.account(&format!("user.{i}@nhs.net"));
+        assert_eq!(account["mobile"], "+447811123456", "{form:?}: {account}");
+        assert_eq!(account["email"], format!("user.{i}@nhs.net"), "lower case");
+        assert_eq!(account["disabled"], false, "{form:?}");
+    }
+    // Shown whichever case it is asked for in.
+    assert_eq!(app.account("USER.0@nhs.NET")["email"], "user.0@nhs.net");
+}
+
+#[tokio::test]
+async fn re_import_updates_by_email() {
+    let app = spawn_app().await;
+    app.import(&[AccountRow::locked(EMAIL, MOBILE)]).await;
+    let mut changed = AccountRow::locked("Jane.Smith@NHS.net", "07400 123456");
+    changed.locked = false;
+    changed.organisation = "Bradford Teaching Hospitals".into();
+    changed.qa.truncate(2);
+    app.import(&[changed]).await;
+    assert_eq!(app.count("accounts").await, 1, "updated, not added");
+    let account = app.account(EMAIL);
+    assert_eq!(account["mobile"], "+447400123456", "{account}");
+    assert_eq!(account["locked"], false, "{account}");
+    assert_eq!(account["organisation"], "Bradford Teaching Hospitals");
+    assert_eq!(
+        app.count("security_questions").await,
+        2,
+        "questions replaced"
+    );
+    // And a mobile removed by a re-import is gone.
+    app.import(&[AccountRow::locked(EMAIL, "")]).await;
+    assert_eq!(app.account(EMAIL)["mobile"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn numbers_outside_the_uk_are_imported_disabled() {
+    let app = spawn_app().await;
+    let rows = [
+        AccountRow::locked("jersey@nhs.net", "07797 123456"),
+        AccountRow::locked("guernsey@nhs.net", "07781 123456"),
+        AccountRow::locked("isle.of.man@nhs.net", "07624 123456"),
+        AccountRow::locked("france@nhs.net", "+33 6 12 34 56 78"),
+        AccountRow::locked("uk@nhs.net", MOBILE),
+    ];
+    let (status, stdout, stderr) = import_csv(&app, &csv_of(&rows));
+    assert!(
+        status.success(),
+        "imported, not rejected: {stdout}\n{stderr}"
+    );
+    for (email, e164) in [
+        ("jersey@nhs.net", "+447797123456"),
+        ("guernsey@nhs.net", "+447781123456"),
+        ("isle.of.man@nhs.net", "+447624123456"),
+        ("france@nhs.net", "+33612345678"),
+    ] {
+        let account = app.account(email);
+        assert_eq!(account["disabled"], true, "{account}");
+        assert_eq!(account["mobile"], e164, "{account}");
+        assert!(
+            stdout.contains(email),
+            "the import reports {email}: {stdout}"
+        );
+    }
+    assert_eq!(app.account("uk@nhs.net")["disabled"], false);
+}
+
+#[tokio::test]
+async fn crown_dependency_mobiles_are_admitted_only_when_configured() {
+    let mut app = spawn_app_with(Options {
+        env: vec![("ALLOW_CROWN_DEPENDENCY_MOBILES", "true".into())],
+    })
+    .await;
+    app.import(&[AccountRow::locked("jersey@nhs.net", "07797 123456")])
+        .await;
+    assert_eq!(app.account("jersey@nhs.net")["disabled"], false);
+    let options = app.verify("jersey@nhs.net", "3456").await;
+    assert!(options.contains("Reply 1"), "{options}");
+}
+
+#[tokio::test]
+async fn show_json_has_the_documented_fields() {
+    let app = spawn_app().await;
+    let mut no_mobile = AccountRow::locked("no.mobile@nhs.net", "");
+    no_mobile.locked = false;
+    app.import(&[AccountRow::locked(EMAIL, MOBILE), no_mobile])
+        .await;
+    let account = app.account(EMAIL);
+    assert_eq!(account["email"], EMAIL);
+    assert_eq!(account["mobile"], "+447811123456");
+    assert_eq!(account["locked"], true);
+    assert_eq!(account["disabled"], false);
+    assert_eq!(account["must_change_password"], false);
+    let account = app.account("no.mobile@nhs.net");
+    assert!(account["mobile"].is_null(), "{account}");
+    assert_eq!(account["locked"], false);
+    for field in ["locked", "disabled", "must_change_password"] {
+        assert!(account[field].is_boolean(), "{field}: {account}");
+    }
+    // No secret in it.
+    let text = account.to_string().to_lowercase();
+    assert!(
+        !text.contains("biscuit") && !text.contains("argon2"),
+        "{text}"
+    );
+    // An unknown account: non-zero.
+    let (status, _, _) = app.cli(&["accounts", "show", "nobody@nhs.net", "--json"], None);
+    assert!(!status.success());
+}
+
+#[tokio::test]
+async fn lock_locks_an_account() {
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow {
+        locked: false,
+        ..AccountRow::locked(EMAIL, MOBILE)
+    }])
+    .await;
+    assert_eq!(app.account(EMAIL)["locked"], false);
+    let (status, stdout, stderr) = app.cli(&["accounts", "lock", "Jane.Smith@nhs.net"], None);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert_eq!(app.account(EMAIL)["locked"], true);
+    // The bot now sees it locked.
+    let options = app.verify(EMAIL, "3456").await;
+    assert!(options.contains("Your account is locked"), "{options}");
+    let (status, _, _) = app.cli(&["accounts", "lock", "nobody@nhs.net"], None);
+    assert!(!status.success(), "locking an unknown account fails");
+}
+
+#[tokio::test]
+async fn verify_password_exit_codes() {
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow::locked(EMAIL, MOBILE)]).await;
+    // No password yet: nothing matches.
+    let (status, _, _) = app.cli(&["accounts", "verify-password", EMAIL], Some("anything"));
+    assert_eq!(status.code(), Some(1));
+
+    app.verify(EMAIL, "3456").await;
+    app.text("2").await;
+    let password = temp_password_in(&app.sent_texts().await[0].body);
+    let (status, _, _) = app.cli(
+        &["accounts", "verify-password", EMAIL],
+        Some(&format!("{password}\n")),
+    );
+    assert_eq!(status.code(), Some(0), "the right password");
+    let (status, _, _) = app.cli(
+        &["accounts", "verify-password", EMAIL],
+        Some(&password.to_lowercase()),
+    );
+    assert_eq!(status.code(), Some(1), "passwords are case-sensitive");
+    let (status, _, _) = app.cli(&["accounts", "verify-password", EMAIL], Some(""));
+    assert_eq!(status.code(), Some(1), "empty");
+    let (status, _, _) = app.cli(
+        &["accounts", "verify-password", "nobody@nhs.net"],
+        Some(&password),
+    );
+    assert!(!status.success(), "unknown account");
+}
+
+#[tokio::test]
+async fn audit_json_has_every_field_and_no_answer() {
+    let mut app = spawn_app().await;
+    let answers = ["Zebedee-Qx7", "Ravenscar-Pv3"];
+    app.import(&[AccountRow {
+        qa: vec![
+            (
+                "What was the name of your first pet?".into(),
+                answers[0].into(),
+            ),
+            ("In which town were you born?".into(), answers[1].into()),
+        ],
+        ..AccountRow::locked(EMAIL, MOBILE)
+    }])
+    .await;
+    let answer = |q: &str| {
+        if q.contains("pet") {
+            answers[0]
+        } else {
+            answers[1]
+        }
+    };
+    // A failure with wrong answers, then a success.
+    app.text("UNLOCK").await;
+    app.text(EMAIL).await;
+    app.text("3456").await;
+    app.text("Wrong-Answer-Kz9").await;
+    app.text("Another-Wrong-Mq2").await;
+    app.text("UNLOCK").await;
+    app.text(EMAIL).await;
+    let q1 = app.text("3456").await;
+    let q2 = app.text(answer(&q1)).await;
+    app.text(answer(&q2)).await;
+    app.text("1").await;
+
+    let audit = app.audit();
+    assert!(audit.len() >= 4, "{audit:?}");
+    for entry in &audit {
+        for field in ["at", "channel", "sender", "event", "outcome"] {
+            assert!(entry[field].is_string(), "{field} in {entry}");
+        }
+        assert!(entry.get("account").is_some(), "account in {entry}");
+        chrono::DateTime::parse_from_rfc3339(entry["at"].as_str().unwrap()).expect("RFC 3339");
+        assert_eq!(entry["channel"], "sms");
+        let sender = entry["sender"].as_str().unwrap();
+        assert!(sender.ends_with("456") && sender.contains('*'), "{sender}");
+        assert!(!sender.contains("7811123"), "masked: {sender}");
+    }
+    assert!(audit.iter().any(|e| e["account"] == EMAIL
+        && e["event"] == "verification"
+        && e["outcome"].as_str().unwrap().starts_with("failed")));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["account"] == EMAIL && e["event"] == "unlock" && e["outcome"] == "unlocked")
+    );
+    let text = serde_json::to_string(&audit).unwrap().to_lowercase();
+    for secret in answers
+        .iter()
+        .chain(&["Wrong-Answer-Kz9", "Another-Wrong-Mq2"])
+    {
+        assert!(
+            !text.contains(&secret.to_lowercase()),
+            "{secret} in the audit"
+        );
+    }
+}
+
+/// A copy of the shipped dialogs in the app's directory, edited by `edit`.
+fn broken_dialogs(app: &TestApp, file: &str, edit: impl Fn(String) -> String) -> String {
+    let dir = app
+        .dir
+        .path()
+        .join(format!("dialogs-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(dialogs_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = edit(text.clone());
+    assert_ne!(edited, text, "the edit changed nothing");
+    std::fs::write(&path, edited).unwrap();
+    dir.display().to_string()
+}
+
+#[tokio::test]
+async fn dialog_check_accepts_the_shipped_dialogs() {
+    let app = spawn_app().await;
+    let (status, stdout, stderr) = app.cli(&["dialog", "check"], None);
+    assert!(status.success(), "{stdout}\n{stderr}");
+}
+
+#[tokio::test]
+async fn dialog_check_and_serve_refuse_a_transition_to_a_missing_step() {
+    let app = spawn_app().await;
+    let dir = broken_dialogs(&app, "flow.toml", |flow| {
+        flow.replace(
+            "on.verified = \"ask_question\"\n",
+            "on.verified = \"ask_questions\"\n",
+        )
+    });
+    let (status, stdout, stderr) = app.cli_with_env(
+        &[("DIALOGS_DIR", &dir)],
+        &[],
+        &["dialog", "check"],
+        Duration::from_secs(60),
+    );
+    let status = status.expect("dialog check finishes");
+    assert!(!status.success(), "{stdout}\n{stderr}");
+    let output = format!("{stdout}\n{stderr}");
+    assert!(output.contains("flow.toml"), "names the file: {output}");
+    assert!(output.contains("ask_last4"), "names the step: {output}");
+    assert!(
+        output.contains("ask_questions") && output.contains("does not exist"),
+        "names the fault: {output}"
+    );
+
+    // `serve` refuses to start on it, with the same message.
+    let (status, stdout, stderr) = app.cli_with_env(
+        &[("DIALOGS_DIR", &dir)],
+        &[],
+        &["serve"],
+        Duration::from_secs(30),
+    );
+    let status = status.expect("serve refuses to start (it was still running)");
+    assert!(!status.success());
+    let output = format!("{stdout}\n{stderr}");
+    assert!(
+        output.contains("flow.toml")
+            && output.contains("ask_last4")
+            && output.contains("ask_questions"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn dialog_check_refuses_an_unknown_placeholder() {
+    let app = spawn_app().await;
+    let dir = broken_dialogs(&app, "en.toml", |en| {
+        en.replace("Please reply 1 or 2.", "Please reply 1 or 2, {nickname}.")
+    });
+    let (status, stdout, stderr) = app.cli_with_env(
+        &[("DIALOGS_DIR", &dir)],
+        &[],
+        &["dialog", "check"],
+        Duration::from_secs(60),
+    );
+    assert!(!status.expect("finishes").success());
+    let output = format!("{stdout}\n{stderr}");
+    assert!(
+        output.contains("en.toml") && output.contains("nickname"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_on_a_half_configured_provider() {
+    let app = spawn_app().await;
+    for missing in [
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_FROM_NUMBER",
+    ] {
+        let (status, stdout, stderr) =
+            app.cli_with_env(&[], &[missing], &["serve"], Duration::from_secs(30));
+        let status = status.unwrap_or_else(|| panic!("serve started without {missing}"));
+        assert!(!status.success(), "without {missing}");
+        let output = format!("{stdout}\n{stderr}");
+        assert!(output.contains(missing), "names {missing}: {output}");
+    }
+}

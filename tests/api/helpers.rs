@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use tokio::sync::oneshot;
 use unlockbot::app::Application;
 use unlockbot::channels::sms_twilio;
-use unlockbot::clock::ManualClock;
+use unlockbot::clock::{Clock, ManualClock};
 use unlockbot::settings::Settings;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -134,8 +134,99 @@ pub fn answer_for(reply: &str) -> &'static str {
     }
 }
 
+/// The database a test runs on: a fresh SQLite file, or a fresh PostgreSQL
+/// database (dropped when the test ends) when `UNLOCKBOT_TEST_POSTGRES` is set.
+pub enum TestDb {
+    Sqlite(PathBuf),
+    Postgres { server: String, name: String },
+}
+
+/// The PostgreSQL server tests use, if any (`postgres://user@host:port`).
+pub fn postgres_server() -> Option<String> {
+    std::env::var("UNLOCKBOT_TEST_POSTGRES")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.trim_end_matches('/').to_owned())
+}
+
+impl TestDb {
+    async fn create(dir: &Path) -> Self {
+        match postgres_server() {
+            None => TestDb::Sqlite(dir.join("unlockbot.sqlite")),
+            Some(server) => {
+                let name = format!("unlockbot_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = sqlx::PgPool::connect(&format!("{server}/postgres"))
+                    .await
+                    .expect("UNLOCKBOT_TEST_POSTGRES is reachable");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&admin)
+                    .await
+                    .expect("create test database");
+                admin.close().await;
+                TestDb::Postgres { server, name }
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestDb::Sqlite(path) => format!("sqlite://{}", path.display()),
+            TestDb::Postgres { server, name } => format!("{server}/{name}"),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres { .. })
+    }
+
+    /// One number from a query (SQL common to both backends).
+    pub async fn scalar(&self, sql: String) -> i64 {
+        match self {
+            TestDb::Sqlite(_) => {
+                let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap();
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+            TestDb::Postgres { .. } => {
+                let pool = sqlx::PgPool::connect(&self.url()).await.unwrap();
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { server, name } = self {
+            let (server, name) = (server.clone(), name.clone());
+            // Drop it from a thread of its own: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    if let Ok(admin) = sqlx::PgPool::connect(&format!("{server}/postgres")).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&admin)
+                        .await;
+                        admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A fixed OUTBOX_KEY for tests.
+pub const OUTBOX_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
 pub struct TestApp {
     pub address: String,
+    pub db: TestDb,
     pub dir: tempfile::TempDir,
     pub twilio: MockServer,
     pub clock: Arc<ManualClock>,
@@ -169,9 +260,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .with_priority(10)
         .mount(&twilio)
         .await;
-    let db = dir.path().join("unlockbot.sqlite");
+    let db = TestDb::create(dir.path()).await;
     let mut env: HashMap<String, String> = [
-        ("DATABASE_URL", format!("sqlite://{}", db.display())),
+        ("DATABASE_URL", db.url()),
+        ("OUTBOX_KEY", OUTBOX_KEY.to_owned()),
+        ("OUTBOX_RETRY_BASE_MS", "1000".to_owned()),
+        ("OUTBOX_POLL_MS", "50".to_owned()),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
         ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
         ("DIALOGS_DIR", dialogs_dir().display().to_string()),
@@ -192,6 +286,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     ));
     let mut app = TestApp {
         address: String::new(),
+        db,
         dir,
         twilio,
         clock,
@@ -232,10 +327,6 @@ pub struct SentText {
 impl TestApp {
     pub fn settings(&self) -> Settings {
         Settings::from_map(&self.env).expect("test settings")
-    }
-
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("unlockbot.sqlite")
     }
 
     async fn start(&mut self) {
@@ -362,8 +453,10 @@ impl TestApp {
         status.success()
     }
 
-    /// Texts the fake Twilio API received, in order.
+    /// Texts the fake Twilio API received, in order (once the outbox has
+    /// nothing due).
     pub async fn sent_texts(&self) -> Vec<SentText> {
+        self.outbox_settled().await;
         self.twilio
             .received_requests()
             .await
@@ -386,30 +479,68 @@ impl TestApp {
             .collect()
     }
 
-    /// Rows in a table, straight from the database file.
+    /// Rows in a table, straight from the database.
     pub async fn count(&self, table: &str) -> i64 {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path().display()))
-            .await
-            .unwrap();
-        let n: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        pool.close().await;
-        n
+        self.db.scalar(format!("SELECT COUNT(*) FROM {table}")).await
     }
 
-    /// Every byte of the database files (main file and write-ahead log).
-    pub fn database_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for suffix in ["", "-wal", "-shm"] {
-            let p = PathBuf::from(format!("{}{suffix}", self.db_path().display()));
-            if let Ok(bytes) = std::fs::read(&p) {
-                out.extend(bytes);
+    /// Everything the database holds, as bytes: the SQLite files (main
+    /// file and write-ahead log), or every row of every table on PostgreSQL.
+    pub async fn database_bytes(&self) -> Vec<u8> {
+        match &self.db {
+            TestDb::Sqlite(path) => {
+                let mut out = Vec::new();
+                for suffix in ["", "-wal", "-shm"] {
+                    let p = PathBuf::from(format!("{}{suffix}", path.display()));
+                    if let Ok(bytes) = std::fs::read(&p) {
+                        out.extend(bytes);
+                    }
+                }
+                out
+            }
+            TestDb::Postgres { .. } => {
+                let pool = sqlx::PgPool::connect(&self.db.url()).await.unwrap();
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                let mut out = Vec::new();
+                for table in tables {
+                    let text: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT string_agg(t::text, '|') FROM {table} t"
+                    )))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                    out.extend(text.unwrap_or_default().into_bytes());
+                }
+                pool.close().await;
+                out
             }
         }
-        out
+    }
+
+    /// Wait until the outbox has nothing due: every text that can be sent
+    /// now has been sent or has finally failed.
+    pub async fn outbox_settled(&self) {
+        let now = self.clock.now();
+        let due = match &self.db {
+            TestDb::Sqlite(_) => format!(
+                "SELECT COUNT(*) FROM outbox WHERE status = 'sending' OR (status = 'pending' AND next_attempt_at <= {})",
+                now.timestamp_millis()
+            ),
+            TestDb::Postgres { .. } => format!(
+                "SELECT COUNT(*) FROM outbox WHERE status = 'sending' OR (status = 'pending' AND next_attempt_at <= '{}')",
+                now.to_rfc3339()
+            ),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.db.scalar(due.clone()).await > 0 {
+            assert!(std::time::Instant::now() < deadline, "outbox never settled");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Run a whole verification for `email` and return the options prompt.
@@ -478,4 +609,146 @@ pub fn twiml_text(xml: &str) -> String {
     quick_xml::escape::unescape(&xml[start + "<Message>".len()..end])
         .expect("valid XML escapes")
         .into_owned()
+}
+
+// ------------------------------------------------------------------------
+// Helpers for the policy, webhook, bad-input and CLI tests.
+
+/// The temporary password in the text that carries it.
+pub fn temp_password_in(text: &str) -> String {
+    text.split_whitespace()
+        .skip_while(|w| *w != "is")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no password in the text: {text}"))
+        .to_owned()
+}
+
+/// Twilio's error JSON, as its API sends it.
+pub fn twilio_error(status: u16, code: i64, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(serde_json::json!({
+        "code": code,
+        "message": message,
+        "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+        "status": status,
+    }))
+}
+
+/// The path of the fake Twilio Messages API.
+pub fn messages_path() -> String {
+    format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json")
+}
+
+impl TestApp {
+    /// The account, or `None` when `accounts show` finds none.
+    pub fn account_opt(&self, email: &str) -> Option<serde_json::Value> {
+        let (status, stdout, _) = self.cli(&["accounts", "show", email, "--json"], None);
+        status
+            .success()
+            .then(|| serde_json::from_str(&stdout).expect("accounts show --json prints JSON"))
+    }
+
+    /// Run the binary with some variables set (overriding) and some removed,
+    /// killing it after `timeout` (a server that should have refused to start).
+    /// Returns `None` as the status when it had to be killed.
+    pub fn cli_with_env(
+        &self,
+        set: &[(&str, &str)],
+        unset: &[&str],
+        args: &[&str],
+        timeout: std::time::Duration,
+    ) -> (Option<std::process::ExitStatus>, String, String) {
+        use std::process::{Command, Stdio};
+        let mut env = self.env.clone();
+        for name in unset {
+            env.remove(*name);
+        }
+        for (name, value) in set {
+            env.insert((*name).to_owned(), (*value).to_owned());
+        }
+        let id = uuid::Uuid::new_v4();
+        let out_path = self.dir.path().join(format!("stdout-{id}"));
+        let err_path = self.dir.path().join(format!("stderr-{id}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_unlockbot"))
+            .args(args)
+            .env_clear()
+            .envs(&env)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .expect("binary runs");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        (
+            status,
+            std::fs::read_to_string(&out_path).unwrap_or_default(),
+            std::fs::read_to_string(&err_path).unwrap_or_default(),
+        )
+    }
+
+    /// POST `params` with an explicit signature header (or none).
+    pub async fn post_form(
+        &self,
+        params: &[(String, String)],
+        signature: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.address, sms_twilio::PATH))
+            .form(params);
+        if let Some(signature) = signature {
+            request = request.header("X-Twilio-Signature", signature);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// POST raw bytes as a form body, with an explicit signature (or none).
+    pub async fn post_raw(&self, body: Vec<u8>, signature: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.address, sms_twilio::PATH))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("X-Twilio-Signature", signature);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// Text the bot with a given MessageSid; returns (status, content type,
+    /// raw body).
+    pub async fn text_with_sid(&self, from: &str, body: &str, sid: &str) -> (u16, String, String) {
+        let params = self.inbound_params(from, body, sid);
+        let response = self.post_signed(&params).await;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, content_type, response.text().await.unwrap())
+    }
+
+    /// Row counts of the tables a webhook call may write.
+    pub async fn write_counts(&self) -> [i64; 5] {
+        [
+            self.count("conversations").await,
+            self.count("processed_messages").await,
+            self.count("audit_log").await,
+            self.count("verification_failures").await,
+            self.count("account_blocks").await,
+        ]
+    }
 }

@@ -177,7 +177,7 @@ async fn full_reset(polling: bool) {
     chat.verify().await;
     let done = chat.say("2").await; // typed, not pressed
     assert!(
-        done.contains("sent by text to your mobile ending 3456"),
+        done.contains("on its way by text to your mobile ending 3456"),
         "{done}"
     );
     let texts = app.sent_texts().await;
