@@ -71,6 +71,7 @@ CREATE TABLE audit_log (
 -- once the text is delivered or has finally failed.
 CREATE TABLE outbox (
     id                UUID PRIMARY KEY,              -- also the provider reference
+    seq               BIGSERIAL NOT NULL,            -- queue order within a turn
     kind              TEXT NOT NULL,
     to_number         TEXT NOT NULL,
     account_email     TEXT NOT NULL,

@@ -280,15 +280,18 @@ impl Store for PgStore {
              WHERE id IN (
                SELECT id FROM outbox
                WHERE (status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1)
-               ORDER BY created_at LIMIT $3
+               ORDER BY created_at, seq LIMIT $3
                FOR UPDATE SKIP LOCKED)
-             RETURNING id, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
+             RETURNING id, seq, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
         )
         .bind(now)
         .bind(now + lease)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
+        // RETURNING comes in no particular order: send in queue order.
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.get::<i64, _>("seq"));
         Ok(rows
             .into_iter()
             .map(|r| OutboxItem {

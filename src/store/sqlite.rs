@@ -315,8 +315,8 @@ impl Store for SqliteStore {
              WHERE id IN (
                SELECT id FROM outbox
                WHERE (status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1)
-               ORDER BY created_at LIMIT $3)
-             RETURNING id, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
+               ORDER BY created_at, rowid LIMIT $3)
+             RETURNING rowid AS seq, id, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
         )
         .bind(to_millis(now))
         .bind(to_millis(now + lease))
@@ -324,6 +324,9 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        // RETURNING comes in no particular order: send in queue order.
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.get::<i64, _>("seq"));
         Ok(rows
             .into_iter()
             .map(|r| OutboxItem {
