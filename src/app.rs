@@ -15,8 +15,8 @@ use crate::settings::{Settings, SmsProvider, TelegramMode};
 use crate::sms::SmsSender;
 use crate::sms::console::ConsoleSender;
 use crate::sms::notify::NotifySender;
-use crate::sms::twilio::TwilioSender;
 use crate::sms::outbox::{OutboxKey, OutboxWorker};
+use crate::sms::twilio::TwilioSender;
 use crate::store::{Database, Store};
 use crate::unlock::{Unlock, UnlockPolicy};
 
@@ -39,7 +39,10 @@ impl Services {
         clock: Arc<dyn Clock>,
         sms: Option<Arc<dyn SmsSender>>,
     ) -> anyhow::Result<Self> {
-        let dialog = Arc::new(dialog::spec::load(&settings.dialogs_dir, &settings.language)?);
+        let dialog = Arc::new(dialog::spec::load(
+            &settings.dialogs_dir,
+            &settings.language,
+        )?);
         let database = Database::connect(&settings.database_url, settings.allow_crown_dependencies)
             .await
             .with_context(|| "cannot open the database (DATABASE_URL)")?;

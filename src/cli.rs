@@ -97,9 +97,12 @@ async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
 pub async fn chat(services: &mut Services) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = services.worker.take().map(|w| tokio::spawn(w.run(stop_rx)));
-    let result =
-        crate::channels::terminal::run(services.engine.clone(), tokio::io::stdin(), tokio::io::stdout())
-            .await;
+    let result = crate::channels::terminal::run(
+        services.engine.clone(),
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+    )
+    .await;
     // Let texts queued by the last turn go out before leaving.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let _ = stop_tx.send(true);

@@ -313,7 +313,9 @@ impl Settings {
         };
 
         let outbox_key = match get("OUTBOX_KEY") {
-            Some(hex) => Some(OutboxKey::from_hex(&hex).map_err(|e| bad("OUTBOX_KEY", e.to_string()))?),
+            Some(hex) => {
+                Some(OutboxKey::from_hex(&hex).map_err(|e| bad("OUTBOX_KEY", e.to_string()))?)
+            }
             None if matches!(sms, SmsProvider::Log) => None,
             None => {
                 return Err(bad(

@@ -16,8 +16,8 @@ use super::spec::{AskStep, Dialog, InputKind, Outcome, Step};
 use crate::clock::Clock;
 use crate::directory::{Account, DirectoryError};
 use crate::domain::{Answer, ConversationKey, Email, Last4};
-use crate::store::{AuditEvent, BlockRule, NewOutboxItem, Store, StoreError, TurnCommit};
 use crate::sms::SmsKind;
+use crate::store::{AuditEvent, BlockRule, NewOutboxItem, Store, StoreError, TurnCommit};
 use crate::unlock::Unlock;
 
 /// Longest message the engine reads (Twilio's own limit is 1600 characters).
@@ -214,7 +214,10 @@ impl Engine {
         };
         // A text that finally failed since the user's last message: say so.
         let failed = tx.unreported_failures().await?;
-        if failed.iter().any(|(_, kind)| *kind == SmsKind::TempPassword) {
+        if failed
+            .iter()
+            .any(|(_, kind)| *kind == SmsKind::TempPassword)
+        {
             parts.push(self.say("text_not_delivered", &mut turn).await?);
         }
         let reported_failures: Vec<uuid::Uuid> = failed.into_iter().map(|(id, _)| id).collect();

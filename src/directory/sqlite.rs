@@ -74,7 +74,9 @@ impl Directory for SqliteDirectory {
             locked: row.get("locked"),
             disabled: row.get::<bool, _>("disabled") || non_uk,
             must_change_password: row.get("must_change_password"),
-            password_set_at: row.get::<Option<i64>, _>("password_set_at").map(from_millis),
+            password_set_at: row
+                .get::<Option<i64>, _>("password_set_at")
+                .map(from_millis),
             questions,
         }))
     }
@@ -236,7 +238,9 @@ impl AccountDirectory for SqliteDirectory {
         .bind(email.as_str())
         .fetch_all(&self.pool)
         .await?;
-        let password_set_at = row.get::<Option<i64>, _>("password_set_at").map(from_millis);
+        let password_set_at = row
+            .get::<Option<i64>, _>("password_set_at")
+            .map(from_millis);
         Ok(Some(AccountView {
             email: row.get("email"),
             mobile: row.get("mobile"),

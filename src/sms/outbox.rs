@@ -32,7 +32,9 @@ impl std::fmt::Debug for OutboxKey {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("OUTBOX_KEY must be 64 hexadecimal characters (32 bytes); `unlockbot keygen` prints one")]
+    #[error(
+        "OUTBOX_KEY must be 64 hexadecimal characters (32 bytes); `unlockbot keygen` prints one"
+    )]
     BadKey,
     #[error("a queued text could not be decrypted (wrong OUTBOX_KEY, or tampered)")]
     Unseal,
@@ -43,7 +45,10 @@ pub enum OutboxError {
 impl OutboxKey {
     pub fn from_hex(hex_key: &str) -> Result<Self, OutboxError> {
         let bytes = Zeroizing::new(hex::decode(hex_key.trim()).map_err(|_| OutboxError::BadKey)?);
-        let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| OutboxError::BadKey)?;
+        let array: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| OutboxError::BadKey)?;
         Ok(Self(Zeroizing::new(array)))
     }
 
@@ -94,7 +99,13 @@ pub fn seal(key: &OutboxKey, id: uuid::Uuid, sms: &OutboundSms) -> Result<Vec<u8
     let nonce = XNonce::generate();
     let sealed = key
         .cipher()
-        .encrypt(&nonce, Payload { msg: &plain, aad: id.as_bytes() })
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: &plain,
+                aad: id.as_bytes(),
+            },
+        )
         .map_err(|_| OutboxError::Seal)?;
     let mut out = nonce.to_vec();
     out.extend(sealed);
@@ -110,7 +121,13 @@ pub fn unseal(key: &OutboxKey, item: &OutboxItem) -> Result<OutboundSms, OutboxE
     let nonce = XNonce::try_from(nonce).map_err(|_| OutboxError::Unseal)?;
     let plain = Zeroizing::new(
         key.cipher()
-            .decrypt(&nonce, Payload { msg: sealed, aad: item.id.as_bytes() })
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: sealed,
+                    aad: item.id.as_bytes(),
+                },
+            )
             .map_err(|_| OutboxError::Unseal)?,
     );
     let content: SealedContent = serde_json::from_slice(&plain).map_err(|_| OutboxError::Unseal)?;
@@ -267,7 +284,10 @@ impl OutboxWorker {
                     .await
             }
             Err(SendError::Permanent(reason)) => self.give_up(item, &reason).await,
-            Err(SendError::Transient { reason, retry_after }) => {
+            Err(SendError::Transient {
+                reason,
+                retry_after,
+            }) => {
                 if item.attempts >= self.policy.max_attempts {
                     return self.give_up(item, &reason).await;
                 }
@@ -285,7 +305,11 @@ impl OutboxWorker {
 
     /// A final failure: erase the secret, audit it, and if it carried a
     /// temporary password, put back the password it replaced.
-    async fn give_up(&self, item: &OutboxItem, reason: &str) -> Result<(), crate::store::StoreError> {
+    async fn give_up(
+        &self,
+        item: &OutboxItem,
+        reason: &str,
+    ) -> Result<(), crate::store::StoreError> {
         tracing::error!(%reason, "text finally failed");
         let now = self.clock.now();
         let channel = item.conversation_key.split(':').next().unwrap_or_default();

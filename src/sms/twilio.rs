@@ -21,6 +21,21 @@ struct Created {
 }
 
 #[derive(Deserialize)]
+struct MessageList {
+    #[serde(default)]
+    messages: Vec<ListedMessage>,
+}
+
+#[derive(Deserialize)]
+struct ListedMessage {
+    sid: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct TwilioError {
     code: Option<i64>,
     message: Option<String>,
@@ -107,5 +122,53 @@ impl SmsSender for TwilioSender {
         } else {
             Err(SendError::transient(what))
         }
+    }
+
+    /// Twilio takes no idempotency key for Messages, so after a crash
+    /// between sending and recording, list the texts sent to the number
+    /// since the text was queued and look for this exact body.
+    #[tracing::instrument(skip_all, fields(to = %sms.to.masked(), kind = sms.kind.as_str()))]
+    async fn find_sent(
+        &self,
+        sms: &OutboundSms,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<String>, SendError> {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.api_base, self.account_sid
+        );
+        // DateSent>= takes a day; a day early covers clock skew.
+        let day = (since - chrono::Duration::days(1))
+            .format("%Y-%m-%d")
+            .to_string();
+        let response = self
+            .client
+            .get(url)
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+            .query(&[
+                ("To", sms.to.as_e164()),
+                ("From", self.from.as_str()),
+                ("DateSent>", day.as_str()),
+                ("PageSize", "100"),
+            ])
+            .send()
+            .await
+            .map_err(|e| SendError::transient(format!("request failed: {}", e.without_url())))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(SendError::transient(format!(
+                "listing texts: HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let list: MessageList = response
+            .json()
+            .await
+            .map_err(|e| SendError::transient(format!("unreadable list: {}", e.without_url())))?;
+        Ok(list
+            .messages
+            .into_iter()
+            .find(|m| m.to == sms.to.as_e164() && m.body.as_deref() == Some(sms.body()))
+            .map(|m| m.sid))
     }
 }

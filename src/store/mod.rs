@@ -131,8 +131,11 @@ pub trait Store: Send + Sync {
     /// holds it.
     async fn begin_turn(&self, key: &ConversationKey) -> Result<Box<dyn TurnTx>, StoreError>;
     /// Failed verifications for an account at or after `since`.
-    async fn failures_since(&self, account: &Email, since: DateTime<Utc>)
-    -> Result<u32, StoreError>;
+    async fn failures_since(
+        &self,
+        account: &Email,
+        since: DateTime<Utc>,
+    ) -> Result<u32, StoreError>;
     /// When the account's self-service block ends, if it is blocked at `now`.
     async fn blocked_until(
         &self,

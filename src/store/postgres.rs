@@ -12,9 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
-use super::{
-    AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx,
-};
+use super::{AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx};
 use crate::domain::{ConversationKey, Email};
 use crate::sms::SmsKind;
 
@@ -85,10 +83,11 @@ impl TurnTx for PgTurn {
     }
 
     async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError> {
-        let row = sqlx::query("SELECT state, updated_at FROM conversations WHERE conversation_key = $1")
-            .bind(&self.key)
-            .fetch_optional(&mut *self.tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT state, updated_at FROM conversations WHERE conversation_key = $1")
+                .bind(&self.key)
+                .fetch_optional(&mut *self.tx)
+                .await?;
         match row {
             None => Ok(None),
             Some(row) => Ok(Some(StoredConversation {
@@ -152,11 +151,13 @@ impl TurnTx for PgTurn {
                 .bind(account.as_str())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO verification_failures (account_email, failed_at) VALUES ($1, $2)")
-                .bind(account.as_str())
-                .bind(c.now)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO verification_failures (account_email, failed_at) VALUES ($1, $2)",
+            )
+            .bind(account.as_str())
+            .bind(c.now)
+            .execute(&mut *tx)
+            .await?;
             let recent: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at > $2",
             )
@@ -220,7 +221,11 @@ impl Store for PgStore {
         Ok(Box::new(PgTurn { tx, key }))
     }
 
-    async fn failures_since(&self, account: &Email, since: DateTime<Utc>) -> Result<u32, StoreError> {
+    async fn failures_since(
+        &self,
+        account: &Email,
+        since: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at >= $2",
         )
@@ -251,9 +256,11 @@ impl Store for PgStore {
     }
 
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query("SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| AuditEvent {
@@ -344,7 +351,12 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn outbox_failed(&self, id: uuid::Uuid, error: &str, audit: AuditEvent) -> Result<(), StoreError> {
+    async fn outbox_failed(
+        &self,
+        id: uuid::Uuid,
+        error: &str,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE outbox SET status = 'failed', sealed = NULL, last_error = $2, finished_at = $3, lease_until = NULL

@@ -14,9 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{
-    AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx,
-};
+use super::{AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx};
 use crate::domain::{ConversationKey, Email};
 use crate::sms::SmsKind;
 
@@ -75,7 +73,10 @@ impl SqliteStore {
     }
 }
 
-async fn insert_audit(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<(), StoreError> {
+async fn insert_audit(
+    conn: &mut SqliteConnection,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
     for e in events {
         sqlx::query(
             "INSERT INTO audit_log (at, channel, sender, account, event, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -124,10 +125,11 @@ impl TurnTx for SqliteTurn {
     }
 
     async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError> {
-        let row = sqlx::query("SELECT state, updated_at FROM conversations WHERE conversation_key = $1")
-            .bind(&self.key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT state, updated_at FROM conversations WHERE conversation_key = $1")
+                .bind(&self.key)
+                .fetch_optional(&self.pool)
+                .await?;
         match row {
             None => Ok(None),
             Some(row) => Ok(Some(StoredConversation {
@@ -186,11 +188,13 @@ impl TurnTx for SqliteTurn {
             .await?;
         }
         for account in &c.failures {
-            sqlx::query("INSERT INTO verification_failures (account_email, failed_at) VALUES ($1, $2)")
-                .bind(account.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO verification_failures (account_email, failed_at) VALUES ($1, $2)",
+            )
+            .bind(account.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             let recent: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at > $2",
             )
@@ -253,7 +257,11 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn failures_since(&self, account: &Email, since: DateTime<Utc>) -> Result<u32, StoreError> {
+    async fn failures_since(
+        &self,
+        account: &Email,
+        since: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at >= $2",
         )
@@ -285,9 +293,11 @@ impl Store for SqliteStore {
     }
 
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query("SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| AuditEvent {
@@ -379,7 +389,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn outbox_failed(&self, id: uuid::Uuid, error: &str, audit: AuditEvent) -> Result<(), StoreError> {
+    async fn outbox_failed(
+        &self,
+        id: uuid::Uuid,
+        error: &str,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE outbox SET status = 'failed', sealed = NULL, last_error = $2, finished_at = $3, lease_until = NULL

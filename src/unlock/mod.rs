@@ -296,7 +296,10 @@ impl Unlock {
         let password = TempPassword::generate(self.policy.temp_password_length);
         let mut vars = Vars::new();
         vars.insert("password", password.expose_secret().to_owned());
-        let body = SecretString::from(render(self.dialog.wording.text(TEMP_PASSWORD_MESSAGE), &vars));
+        let body = SecretString::from(render(
+            self.dialog.wording.text(TEMP_PASSWORD_MESSAGE),
+            &vars,
+        ));
         drop(vars);
         let sms = OutboundSms {
             to: mobile.clone(),
@@ -320,7 +323,13 @@ impl Unlock {
     }
 
     /// Queue a security notice to the registered mobile.
-    fn notice(&self, mobile: &UkMobile, kind: SmsKind, email: &Email, turn: &mut Turn) -> Result<(), TurnError> {
+    fn notice(
+        &self,
+        mobile: &UkMobile,
+        kind: SmsKind,
+        email: &Email,
+        turn: &mut Turn,
+    ) -> Result<(), TurnError> {
         let message = match kind {
             SmsKind::NoticeReset => "sms_notice_reset",
             _ => "sms_notice_unlocked",

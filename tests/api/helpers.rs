@@ -184,13 +184,19 @@ impl TestDb {
         match self {
             TestDb::Sqlite(_) => {
                 let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap();
-                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.unwrap();
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
                 pool.close().await;
                 n
             }
             TestDb::Postgres { .. } => {
                 let pool = sqlx::PgPool::connect(&self.url()).await.unwrap();
-                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.unwrap();
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
                 pool.close().await;
                 n
             }
@@ -204,7 +210,10 @@ impl Drop for TestDb {
             let (server, name) = (server.clone(), name.clone());
             // Drop it from a thread of its own: Drop cannot await.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     if let Ok(admin) = sqlx::PgPool::connect(&format!("{server}/postgres")).await {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -251,15 +260,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: Options) -> TestApp {
     log_buffer();
     let dir = tempfile::tempdir().expect("temp dir");
-    let twilio = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!(
-            "/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
-        )))
-        .respond_with(twilio_created())
-        .with_priority(10)
-        .mount(&twilio)
-        .await;
+    let twilio = start_fake_twilio().await;
     let db = TestDb::create(dir.path()).await;
     let mut env: HashMap<String, String> = [
         ("DATABASE_URL", db.url()),
@@ -304,15 +305,76 @@ pub fn dialogs_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dialogs")
 }
 
-/// Twilio's 201 answer to a Messages create.
-pub fn twilio_created() -> ResponseTemplate {
-    ResponseTemplate::new(201).set_body_json(serde_json::json!({
-        "sid": "SM00000000000000000000000000000001",
-        "status": "queued",
-        "error_code": null,
-        "error_message": null,
-        "account_sid": ACCOUNT_SID,
-    }))
+/// A fake Twilio Messages API: `POST …/Messages.json` creates a message
+/// (201, Twilio's JSON) and remembers it; `GET …/Messages.json?To=…` lists
+/// the messages created for that number, as Twilio does. Tests mount
+/// higher-priority mocks on the server to script failures or delays.
+pub async fn start_fake_twilio() -> MockServer {
+    let twilio = MockServer::start().await;
+    let created = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    Mock::given(method("POST"))
+        .and(path(messages_path()))
+        .respond_with(CreateMessage(created.clone()))
+        .with_priority(10)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(messages_path()))
+        .respond_with(ListMessages(created))
+        .with_priority(10)
+        .mount(&twilio)
+        .await;
+    twilio
+}
+
+struct CreateMessage(Arc<Mutex<Vec<serde_json::Value>>>);
+
+impl wiremock::Respond for CreateMessage {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let form: HashMap<String, String> = url::form_urlencoded::parse(&request.body)
+            .into_owned()
+            .collect();
+        let mut created = self.0.lock().unwrap();
+        let message = serde_json::json!({
+            "sid": format!("SM{:032x}", created.len() + 1),
+            "account_sid": ACCOUNT_SID,
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "body": form.get("Body"),
+            "status": "queued",
+            "error_code": null,
+            "error_message": null,
+            "date_created": "Mon, 23 Nov 2026 08:30:00 +0000",
+        });
+        created.push(message.clone());
+        ResponseTemplate::new(201).set_body_json(message)
+    }
+}
+
+struct ListMessages(Arc<Mutex<Vec<serde_json::Value>>>);
+
+impl wiremock::Respond for ListMessages {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let to = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "To")
+            .map(|(_, v)| v.into_owned());
+        let messages: Vec<serde_json::Value> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| to.is_none() || m["to"].as_str() == to.as_deref())
+            .cloned()
+            .collect();
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "messages": messages,
+            "page": 0,
+            "page_size": 100,
+            "next_page_uri": null,
+        }))
+    }
 }
 
 /// A text the fake Twilio API received.
@@ -462,7 +524,9 @@ impl TestApp {
             .await
             .unwrap_or_default()
             .into_iter()
-            .filter(|r| r.url.path().ends_with("/Messages.json"))
+            .filter(|r| {
+                r.url.path().ends_with("/Messages.json") && r.method == wiremock::http::Method::POST
+            })
             .map(|r| {
                 let form: HashMap<String, String> =
                     url::form_urlencoded::parse(&r.body).into_owned().collect();
@@ -481,7 +545,9 @@ impl TestApp {
 
     /// Rows in a table, straight from the database.
     pub async fn count(&self, table: &str) -> i64 {
-        self.db.scalar(format!("SELECT COUNT(*) FROM {table}")).await
+        self.db
+            .scalar(format!("SELECT COUNT(*) FROM {table}"))
+            .await
     }
 
     /// Everything the database holds, as bytes: the SQLite files (main

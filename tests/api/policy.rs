@@ -585,7 +585,10 @@ async fn reset_while_twilio_fails(failure: wiremock::ResponseTemplate, permanent
         .await;
     verifies(&mut app, EMAIL).await.expect("verified");
     let reply = app.text("2").await;
-    assert!(reply.contains("temporary password is on its way"), "{reply}");
+    assert!(
+        reply.contains("temporary password is on its way"),
+        "{reply}"
+    );
     // The outbox tried the password text first, and Twilio refused it.
     let texts = app.sent_texts().await;
     let attempted = temp_password_in(&texts[0].body);
@@ -607,8 +610,14 @@ async fn reset_while_twilio_fails(failure: wiremock::ResponseTemplate, permanent
         );
         // The user's next message says so, once.
         let next = app.text("UNLOCK").await;
-        assert!(next.starts_with("Sorry, we couldn't send the text with your temporary password"), "{next}");
-        assert!(next.contains("email address"), "and a new conversation starts: {next}");
+        assert!(
+            next.starts_with("Sorry, we couldn't send the text with your temporary password"),
+            "{next}"
+        );
+        assert!(
+            next.contains("email address"),
+            "and a new conversation starts: {next}"
+        );
         let again = app.text("CANCEL").await;
         assert!(!again.contains("couldn't send the text"), "{again}");
 
@@ -631,7 +640,10 @@ async fn reset_while_twilio_fails(failure: wiremock::ResponseTemplate, permanent
         assert_eq!(app.account(EMAIL)["must_change_password"], true);
         app.advance(chrono::Duration::seconds(2));
         let texts = app.sent_texts().await;
-        let retried: Vec<_> = texts.iter().filter(|t| t.body.contains(&attempted)).collect();
+        let retried: Vec<_> = texts
+            .iter()
+            .filter(|t| t.body.contains(&attempted))
+            .collect();
         assert_eq!(retried.len(), 2, "tried twice: {texts:?}");
         assert!(app.password_is(EMAIL, &attempted));
         assert!(!app.text("UNLOCK").await.contains("couldn't send"));
@@ -641,11 +653,10 @@ async fn reset_while_twilio_fails(failure: wiremock::ResponseTemplate, permanent
 
 #[tokio::test]
 async fn a_twilio_400_error_on_the_password_text_changes_no_password() {
-    reset_while_twilio_fails(twilio_error(
-        400,
-        21211,
-        "The 'To' number is not a valid phone number.",
-    ), true)
+    reset_while_twilio_fails(
+        twilio_error(400, 21211, "The 'To' number is not a valid phone number."),
+        true,
+    )
     .await;
 }
 
