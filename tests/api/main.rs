@@ -3,10 +3,12 @@
 
 mod fake_telegram;
 mod helpers;
+mod notify;
 
 mod bad_input;
 mod cli;
 mod conversation;
+mod database;
 mod policy;
 mod telegram;
 mod webhook;
