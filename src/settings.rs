@@ -420,6 +420,17 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.variable, "TELEGRAM_WEBHOOK_SECRET");
+        let e = Settings::from_map(&env(&[
+            ("SMS_PROVIDER", "notify"),
+            ("NOTIFY_API_KEY", "k"),
+            ("NOTIFY_TEMPLATE_TEMP_PASSWORD", "t"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "NOTIFY_TEMPLATE_NOTICE");
+        let e = Settings::from_map(&env(&[("OUTBOX_KEY", "not-hex")])).unwrap_err();
+        assert_eq!(e.variable, "OUTBOX_KEY");
+        let e = Settings::from_map(&env(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert_eq!(e.variable, "DATABASE_URL");
         let e = Settings::from_map(&env(&[("QUESTIONS_TO_ASK", "many")])).unwrap_err();
         assert_eq!(e.variable, "QUESTIONS_TO_ASK");
     }
