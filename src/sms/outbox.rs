@@ -236,16 +236,29 @@ impl OutboxWorker {
         }
     }
 
-    /// Claim and deliver what is due now; returns how many were handled.
+    /// Claim and deliver what is due now (up to a batch of 10); returns how
+    /// many were handled.
+    ///
+    /// Texts are claimed one at a time, each just before it is sent, so that
+    /// a claim's lease covers only its own send: were a batch claimed at
+    /// once, the leases of its last texts could run out while the first ones
+    /// are still being sent (a slow provider), and another instance would
+    /// claim and send them too.
     pub async fn deliver_due(&self) -> Result<usize, crate::store::StoreError> {
-        let items = self
-            .store
-            .claim_outbox(self.clock.now(), self.policy.lease, 10)
-            .await?;
-        let n = items.len();
-        for item in items {
-            if let Err(e) = self.deliver(&item).await {
-                tracing::error!(error = %e, id = %item.id, "outbox: could not record a delivery outcome");
+        let mut n = 0;
+        while n < 10 {
+            let items = self
+                .store
+                .claim_outbox(self.clock.now(), self.policy.lease, 1)
+                .await?;
+            if items.is_empty() {
+                break;
+            }
+            for item in items {
+                n += 1;
+                if let Err(e) = self.deliver(&item).await {
+                    tracing::error!(error = %e, id = %item.id, "outbox: could not record a delivery outcome");
+                }
             }
         }
         Ok(n)

@@ -310,8 +310,18 @@ pub fn dialogs_dir() -> PathBuf {
 /// the messages created for that number, as Twilio does. Tests mount
 /// higher-priority mocks on the server to script failures or delays.
 pub async fn start_fake_twilio() -> MockServer {
+    start_fake_twilio_with_texts().await.0
+}
+
+/// The messages a fake Twilio API has created (what its listing returns).
+pub type CreatedTexts = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// [`start_fake_twilio`], also handing out the messages it has created, so
+/// that a test can mount scripted responders (see [`create_message_slowly`])
+/// that create messages the listing then finds.
+pub async fn start_fake_twilio_with_texts() -> (MockServer, CreatedTexts) {
     let twilio = MockServer::start().await;
-    let created = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let created: CreatedTexts = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .and(path(messages_path()))
         .respond_with(CreateMessage(created.clone()))
@@ -320,11 +330,27 @@ pub async fn start_fake_twilio() -> MockServer {
         .await;
     Mock::given(method("GET"))
         .and(path(messages_path()))
-        .respond_with(ListMessages(created))
+        .respond_with(ListMessages(created.clone()))
         .with_priority(10)
         .mount(&twilio)
         .await;
-    twilio
+    (twilio, created)
+}
+
+/// Creates the message at once, as the fake Twilio API does (so it is
+/// listed), but answers only after `delay`: the provider took the text and
+/// its answer is slow to come back.
+pub fn create_message_slowly(
+    created: CreatedTexts,
+    delay: std::time::Duration,
+) -> impl wiremock::Respond {
+    struct Slowly(CreateMessage, std::time::Duration);
+    impl wiremock::Respond for Slowly {
+        fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+            wiremock::Respond::respond(&self.0, request).set_delay(self.1)
+        }
+    }
+    Slowly(CreateMessage(created), delay)
 }
 
 struct CreateMessage(Arc<Mutex<Vec<serde_json::Value>>>);

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod conversation;
 mod database;
+mod instances;
 mod policy;
 mod telegram;
 mod webhook;
