@@ -90,3 +90,4 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
 CREATE INDEX outbox_by_conversation ON outbox (conversation_key, status, failure_reported);
+CREATE INDEX outbox_by_provider_id ON outbox (provider_id);

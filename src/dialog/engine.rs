@@ -14,7 +14,7 @@ use super::ConversationState;
 use super::render::{Vars, render};
 use super::spec::{AskStep, Dialog, InputKind, Outcome, Step};
 use crate::clock::Clock;
-use crate::directory::{Account, DirectoryError};
+use crate::directory::{Account, AccountChange, DirectoryError};
 use crate::domain::{Answer, ConversationKey, Email, Last4};
 use crate::sms::SmsKind;
 use crate::store::{AuditEvent, BlockRule, NewOutboxItem, Store, StoreError, TurnCommit};
@@ -114,6 +114,8 @@ pub struct Turn {
     pub state: ConversationState,
     pub audit: Vec<AuditEvent>,
     pub failures: Vec<Email>,
+    /// Account changes this turn decided, committed with it.
+    pub account_changes: Vec<AccountChange>,
     /// Texts this turn causes, sealed for the outbox.
     pub outbox: Vec<NewOutboxItem>,
     /// The named account, fetched at most once per turn.
@@ -209,6 +211,7 @@ impl Engine {
             state: ConversationState::default(),
             audit: Vec::new(),
             failures: Vec::new(),
+            account_changes: Vec::new(),
             outbox: Vec::new(),
             account: None,
         };
@@ -282,6 +285,7 @@ impl Engine {
             audit: turn.audit,
             failures: turn.failures,
             block_rule: self.config.block_rule,
+            account_changes: turn.account_changes,
             outbox: turn.outbox,
             reported_failures,
         })
@@ -305,6 +309,7 @@ impl Engine {
             state: stored.state,
             audit: Vec::new(),
             failures: Vec::new(),
+            account_changes: Vec::new(),
             outbox: Vec::new(),
             account: None,
         };
@@ -316,6 +321,7 @@ impl Engine {
             audit: turn.audit,
             failures: Vec::new(),
             block_rule: self.config.block_rule,
+            account_changes: Vec::new(),
             outbox: Vec::new(),
             reported_failures: Vec::new(),
         })

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Email, RegisteredMobile, TempPassword};
+use crate::domain::{Email, RegisteredMobile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -25,6 +25,20 @@ impl From<sqlx::Error> for DirectoryError {
     fn from(e: sqlx::Error) -> Self {
         Self::Unavailable(e.to_string())
     }
+}
+
+/// A change to an account decided by a turn. The built-in directory lives
+/// in the service's own database, so the store applies these in the turn's
+/// transaction, together with the texts they cause: an unlock or a reset
+/// and its outbox rows commit together or not at all.
+#[derive(Debug, Clone)]
+pub enum AccountChange {
+    /// Clear the lockout; the current password keeps working.
+    Unlock { email: Email },
+    /// Unlock and set a temporary password (argon2id hash) that must be
+    /// changed at next sign-in, keeping the one it replaces so that it can
+    /// be restored if the text carrying the new one finally fails.
+    SetTemporaryPassword { email: Email, password_hash: String },
 }
 
 /// An enrolled security question. The answer exists only as an argon2id hash.
@@ -54,15 +68,6 @@ pub struct Account {
 #[async_trait]
 pub trait Directory: Send + Sync {
     async fn find(&self, email: &Email) -> Result<Option<Account>, DirectoryError>;
-    /// Clear the lockout; the current password keeps working.
-    async fn unlock(&self, email: &Email, now: DateTime<Utc>) -> Result<(), DirectoryError>;
-    /// Unlock and set a temporary password that must be changed at next sign-in.
-    async fn set_temporary_password(
-        &self,
-        email: &Email,
-        password: &TempPassword,
-        now: DateTime<Utc>,
-    ) -> Result<(), DirectoryError>;
     /// The text carrying the temporary password set at `set_at` finally
     /// failed: restore the password it replaced, if it is still the current
     /// one (nobody has signed in and changed it since). True if restored.

@@ -8,7 +8,7 @@ use super::{
     Account, AccountDirectory, AccountView, Directory, DirectoryError, NewAccount,
     SecurityQuestion, hash_password_blocking, password_lifetime, verify_password_blocking,
 };
-use crate::domain::{Email, RegisteredMobile, TempPassword, parse_registered_mobile};
+use crate::domain::{Email, RegisteredMobile, parse_registered_mobile};
 use crate::store::sqlite::{from_millis, to_millis};
 
 #[derive(Clone)]
@@ -79,40 +79,6 @@ impl Directory for SqliteDirectory {
                 .map(from_millis),
             questions,
         }))
-    }
-
-    async fn unlock(&self, email: &Email, now: DateTime<Utc>) -> Result<(), DirectoryError> {
-        affected(
-            sqlx::query("UPDATE accounts SET locked = 0, updated_at = $2 WHERE email = $1")
-                .bind(email.as_str())
-                .bind(to_millis(now))
-                .execute(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn set_temporary_password(
-        &self,
-        email: &Email,
-        password: &TempPassword,
-        now: DateTime<Utc>,
-    ) -> Result<(), DirectoryError> {
-        let hash = hash_password_blocking(password.expose_secret()).await?;
-        affected(
-            sqlx::query(
-                "UPDATE accounts SET
-                   previous_password_hash = password_hash,
-                   previous_password_set_at = password_set_at,
-                   previous_must_change_password = must_change_password,
-                   locked = 0, password_hash = $2, password_set_at = $3, must_change_password = 1, updated_at = $3
-                 WHERE email = $1",
-            )
-            .bind(email.as_str())
-            .bind(hash)
-            .bind(to_millis(now))
-            .execute(&self.pool)
-            .await?,
-        )
     }
 
     async fn revert_temporary_password(

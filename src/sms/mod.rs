@@ -85,14 +85,16 @@ pub trait SmsSender: Send + Sync {
     /// Send one text; returns the provider's id for it.
     async fn send(&self, sms: &OutboundSms) -> Result<String, SendError>;
 
-    /// After a crash between sending and recording: whether the provider
-    /// already took this text (sent at or after `since`), and its id. The
-    /// default (for providers that cannot be asked) is "not found".
+    /// After a crash between sending and recording: the ids of texts the
+    /// provider took that may be this one (same number and content, or same
+    /// reference, created since `since`). The worker skips ids already
+    /// recorded for other texts. The default (for providers that cannot be
+    /// asked) is none.
     async fn find_sent(
         &self,
         _sms: &OutboundSms,
         _since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<String>, SendError> {
-        Ok(None)
+    ) -> Result<Vec<String>, SendError> {
+        Ok(Vec::new())
     }
 }

@@ -413,7 +413,7 @@ impl SmsSender for NotifySender {
         &self,
         sms: &OutboundSms,
         _since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<String>, SendError> {
+    ) -> Result<Vec<String>, SendError> {
         let response = self
             .client
             .get(format!("{}/v2/notifications", self.api_base))
@@ -437,12 +437,16 @@ impl SmsSender for NotifySender {
         })?;
         // Check the reference ourselves: if the filter were ever ignored,
         // another text must not pass for this one (it would never be sent).
-        let found = list
+        let found: Vec<String> = list
             .notifications
             .into_iter()
-            .find(|n| n.reference.as_deref() == Some(sms.reference.as_str()))
-            .map(|n| n.id);
-        tracing::info!(found = found.is_some(), "asked GOV.UK Notify for the text");
+            .filter(|n| n.reference.as_deref() == Some(sms.reference.as_str()))
+            .map(|n| n.id)
+            .collect();
+        tracing::info!(
+            found = !found.is_empty(),
+            "asked GOV.UK Notify for the text"
+        );
         Ok(found)
     }
 }
@@ -1060,7 +1064,7 @@ mod tests {
             .find_sent(&sms(SmsKind::TempPassword), chrono::Utc::now())
             .await
             .expect("asked");
-        assert_eq!(found.as_deref(), Some("id-of-the-text"));
+        assert_eq!(found, vec!["id-of-the-text".to_owned()]);
     }
 
     #[tokio::test]
@@ -1070,7 +1074,7 @@ mod tests {
             .find_sent(&sms(SmsKind::TempPassword), chrono::Utc::now())
             .await
             .expect("asked");
-        assert_eq!(found, None);
+        assert!(found.is_empty(), "{found:?}");
 
         // A text with another reference does not count.
         let server = fake_list(json!([listed("other", "outbox-41")])).await;
@@ -1078,7 +1082,7 @@ mod tests {
             .find_sent(&sms(SmsKind::TempPassword), chrono::Utc::now())
             .await
             .expect("asked");
-        assert_eq!(found, None);
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[tokio::test]

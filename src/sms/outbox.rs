@@ -215,18 +215,14 @@ impl OutboxWorker {
     /// Run until `stop` changes; a text being sent is finished first.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
-            let delivered_any = match self.deliver_due().await {
-                Ok(n) => n > 0,
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox: cannot claim texts");
-                    false
-                }
-            };
             if *stop.borrow() {
                 return;
             }
-            if delivered_any {
-                continue;
+            match self.deliver_next().await {
+                // One sent (or settled): look for the next at once.
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "outbox: cannot claim texts"),
             }
             tokio::select! {
                 _ = stop.changed() => return,
@@ -236,32 +232,27 @@ impl OutboxWorker {
         }
     }
 
-    /// Claim and deliver what is due now (up to a batch of 10); returns how
-    /// many were handled.
+    /// Claim one due text and deliver it; false when nothing is due.
     ///
     /// Texts are claimed one at a time, each just before it is sent, so that
     /// a claim's lease covers only its own send: were a batch claimed at
     /// once, the leases of its last texts could run out while the first ones
     /// are still being sent (a slow provider), and another instance would
-    /// claim and send them too.
-    pub async fn deliver_due(&self) -> Result<usize, crate::store::StoreError> {
-        let mut n = 0;
-        while n < 10 {
-            let items = self
-                .store
-                .claim_outbox(self.clock.now(), self.policy.lease, 1)
-                .await?;
-            if items.is_empty() {
-                break;
-            }
-            for item in items {
-                n += 1;
-                if let Err(e) = self.deliver(&item).await {
-                    tracing::error!(error = %e, id = %item.id, "outbox: could not record a delivery outcome");
-                }
-            }
+    /// claim and send them too. Between two texts the worker checks whether
+    /// it is being stopped.
+    pub async fn deliver_next(&self) -> Result<bool, crate::store::StoreError> {
+        let Some(item) = self
+            .store
+            .claim_outbox(self.clock.now(), self.policy.lease, 1)
+            .await?
+            .pop()
+        else {
+            return Ok(false);
+        };
+        if let Err(e) = self.deliver(&item).await {
+            tracing::error!(error = %e, id = %item.id, "outbox: could not record a delivery outcome");
         }
-        Ok(n)
+        Ok(true)
     }
 
     #[tracing::instrument(skip_all, fields(id = %item.id, kind = item.kind.as_str(), to = %mask_phone_number(&item.to), attempt = item.attempts))]
@@ -273,20 +264,24 @@ impl OutboxWorker {
         if item.uncertain {
             // An earlier attempt may have reached the provider before its
             // instance died: ask before sending again.
-            match self.sender.find_sent(&sms, item.created_at).await {
-                Ok(Some(provider_id)) => {
-                    tracing::info!("text had already been sent; recording it");
-                    return self
-                        .store
-                        .outbox_delivered(item.id, &provider_id, self.clock.now())
-                        .await;
-                }
-                Ok(None) => {}
+            let candidates = match self.sender.find_sent(&sms, item.created_at).await {
+                Ok(candidates) => candidates,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot tell whether the text was sent; will ask again");
                     let next = self.clock.now() + self.policy.delay(item.attempts);
                     return self.store.outbox_retry(item.id, next, &e.to_string()).await;
                 }
+            };
+            // The same words may have gone to the same number before (a
+            // notice): only a text not already recorded for another row is
+            // this one.
+            let recorded = self.store.provider_ids_recorded(&candidates).await?;
+            if let Some(provider_id) = candidates.iter().find(|c| !recorded.contains(c)) {
+                tracing::info!("text had already been sent; recording it");
+                return self
+                    .store
+                    .outbox_delivered(item.id, provider_id, self.clock.now())
+                    .await;
             }
         }
         match self.sender.send(&sms).await {

@@ -33,6 +33,9 @@ struct ListedMessage {
     to: String,
     #[serde(default)]
     body: Option<String>,
+    /// RFC 2822, as Twilio writes it.
+    #[serde(default)]
+    date_created: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -132,7 +135,7 @@ impl SmsSender for TwilioSender {
         &self,
         sms: &OutboundSms,
         since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<String>, SendError> {
+    ) -> Result<Vec<String>, SendError> {
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
             self.api_base, self.account_sid
@@ -165,10 +168,21 @@ impl SmsSender for TwilioSender {
             .json()
             .await
             .map_err(|e| SendError::transient(format!("unreadable list: {}", e.without_url())))?;
+        // Only a text created after this one was queued can be it (a minute
+        // of grace for clock skew): notices have the same wording every
+        // time, and an earlier one must not be taken for this one.
+        let earliest = since - chrono::Duration::minutes(1);
         Ok(list
             .messages
             .into_iter()
-            .find(|m| m.to == sms.to.as_e164() && m.body.as_deref() == Some(sms.body()))
-            .map(|m| m.sid))
+            .filter(|m| {
+                m.date_created
+                    .as_deref()
+                    .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+                    .is_some_and(|created| created >= earliest)
+            })
+            .filter(|m| m.to == sms.to.as_e164() && m.body.as_deref() == Some(sms.body()))
+            .map(|m| m.sid)
+            .collect())
     }
 }

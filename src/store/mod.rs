@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::dialog::ConversationState;
-use crate::directory::AccountDirectory;
+use crate::directory::{AccountChange, AccountDirectory};
 use crate::domain::{ConversationKey, Email};
 use crate::sms::SmsKind;
 
@@ -103,6 +103,8 @@ pub struct TurnCommit {
     /// Accounts for which this turn was a failed verification.
     pub failures: Vec<Email>,
     pub block_rule: BlockRule,
+    /// Changes to accounts (unlock, temporary password) decided by this turn.
+    pub account_changes: Vec<AccountChange>,
     /// Texts caused by this turn.
     pub outbox: Vec<NewOutboxItem>,
     /// Failed texts this turn told the user about.
@@ -164,6 +166,8 @@ pub trait Store: Send + Sync {
         provider_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+    /// Which of these provider ids are already recorded for a sent text.
+    async fn provider_ids_recorded(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;
     /// Try again at `next_attempt_at`.
     async fn outbox_retry(
         &self,

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::{AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx};
+use crate::directory::AccountChange;
 use crate::domain::{ConversationKey, Email};
 use crate::sms::SmsKind;
 
@@ -177,6 +178,36 @@ impl TurnTx for PgTurn {
                 .await?;
             }
         }
+        for change in &c.account_changes {
+            let done = match change {
+                AccountChange::Unlock { email } => {
+                    sqlx::query("UPDATE accounts SET locked = FALSE, updated_at = $2 WHERE email = $1")
+                        .bind(email.as_str())
+                        .bind(c.now)
+                        .execute(&mut *tx)
+                        .await?
+                }
+                AccountChange::SetTemporaryPassword { email, password_hash } => {
+                    sqlx::query(
+                        "UPDATE accounts SET
+                           previous_password_hash = password_hash,
+                           previous_password_set_at = password_set_at,
+                           previous_must_change_password = must_change_password,
+                           locked = FALSE, password_hash = $2, password_set_at = $3, must_change_password = TRUE,
+                           updated_at = $3
+                         WHERE email = $1",
+                    )
+                    .bind(email.as_str())
+                    .bind(password_hash)
+                    .bind(c.now)
+                    .execute(&mut *tx)
+                    .await?
+                }
+            };
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Database(sqlx::Error::RowNotFound));
+            }
+        }
         for item in &c.outbox {
             sqlx::query(
                 "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, sealed, status, next_attempt_at, created_at)
@@ -331,6 +362,19 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn provider_ids_recorded(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut recorded = Vec::new();
+        for id in ids {
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT provider_id FROM outbox WHERE provider_id = $1 LIMIT 1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            recorded.extend(found);
+        }
+        Ok(recorded)
     }
 
     async fn outbox_retry(

@@ -13,7 +13,7 @@ use crate::dialog::engine::{Input, Turn, TurnError};
 use crate::dialog::render::{Vars, render};
 use crate::dialog::spec::TEMP_PASSWORD_MESSAGE;
 use crate::dialog::{ActionKind, Dialog, Fact, Outcome};
-use crate::directory::{Account, Directory};
+use crate::directory::{Account, AccountChange, Directory};
 use crate::domain::{
     Answer, Email, Last4, RegisteredMobile, TempPassword, UkMobile, verify_answer,
 };
@@ -284,7 +284,9 @@ impl Unlock {
                 turn.audit("unlock", "not_locked");
                 return Ok(Outcome::NotLocked);
             }
-            self.directory.unlock(&email, turn.now).await?;
+            turn.account_changes.push(AccountChange::Unlock {
+                email: email.clone(),
+            });
             turn.audit("unlock", "unlocked");
             self.notice(&mobile, SmsKind::NoticeUnlocked, &email, turn)?;
             return Ok(Outcome::Unlocked);
@@ -311,11 +313,16 @@ impl Unlock {
             )],
             reference: String::new(),
         };
-        self.directory
-            .set_temporary_password(&email, &password, turn.now)
-            .await?;
-        // The text goes out from the outbox, committed with this turn; if it
-        // finally fails, the worker puts the previous password back.
+        let password_hash =
+            crate::directory::hash_password_blocking(password.expose_secret()).await?;
+        // The new password and the text carrying it commit together with
+        // this turn; if the text finally fails, the worker puts the previous
+        // password back.
+        turn.account_changes
+            .push(AccountChange::SetTemporaryPassword {
+                email: email.clone(),
+                password_hash,
+            });
         self.queue(sms, &email, turn)?;
         turn.audit("reset", "temp_password_queued");
         self.notice(&mobile, SmsKind::NoticeReset, &email, turn)?;

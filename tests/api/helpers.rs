@@ -175,10 +175,6 @@ impl TestDb {
         }
     }
 
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, TestDb::Postgres { .. })
-    }
-
     /// One number from a query (SQL common to both backends).
     pub async fn scalar(&self, sql: String) -> i64 {
         match self {
@@ -370,7 +366,7 @@ impl wiremock::Respond for CreateMessage {
             "status": "queued",
             "error_code": null,
             "error_message": null,
-            "date_created": "Mon, 23 Nov 2026 08:30:00 +0000",
+            "date_created": chrono::Utc::now().to_rfc2822(),
         });
         created.push(message.clone());
         ResponseTemplate::new(201).set_body_json(message)
