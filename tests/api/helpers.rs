@@ -149,6 +149,33 @@ pub fn postgres_server() -> Option<String> {
         .map(|v| v.trim_end_matches('/').to_owned())
 }
 
+/// The PostgreSQL server for a test that needs PostgreSQL, or `None` to
+/// skip it. Without `UNLOCKBOT_TEST_POSTGRES` the whole run prints one line
+/// (straight to standard error, past the test harness's capture) saying the
+/// PostgreSQL-only tests were skipped; with `UNLOCKBOT_REQUIRE_POSTGRES=1`
+/// (as in CI) a missing server is a failure instead.
+pub fn postgres_or_skip() -> Option<String> {
+    if let Some(server) = postgres_server() {
+        return Some(server);
+    }
+    let required =
+        std::env::var("UNLOCKBOT_REQUIRE_POSTGRES").is_ok_and(|v| matches!(v.trim(), "1" | "true"));
+    assert!(
+        !required,
+        "UNLOCKBOT_REQUIRE_POSTGRES=1 but UNLOCKBOT_TEST_POSTGRES is not set: \
+         the PostgreSQL tests cannot be skipped"
+    );
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: the PostgreSQL-only tests (several instances, database outage); \
+             set UNLOCKBOT_TEST_POSTGRES=postgres://user@host:port to run them"
+        );
+    });
+    None
+}
+
 impl TestDb {
     async fn create(dir: &Path) -> Self {
         match postgres_server() {

@@ -36,23 +36,6 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// The PostgreSQL server for these tests, or `None` when they are skipped
 /// (after saying so on one line). With `UNLOCKBOT_REQUIRE_POSTGRES=1` (CI)
 /// a missing server is a failure, not a skip.
-fn postgres_or_skip() -> Option<String> {
-    if let Some(server) = postgres_server() {
-        return Some(server);
-    }
-    let required =
-        std::env::var("UNLOCKBOT_REQUIRE_POSTGRES").is_ok_and(|v| matches!(v.trim(), "1" | "true"));
-    assert!(
-        !required,
-        "UNLOCKBOT_REQUIRE_POSTGRES=1 but UNLOCKBOT_TEST_POSTGRES is not set: \
-         the multi-instance PostgreSQL tests cannot be skipped"
-    );
-    eprintln!(
-        "SKIPPED: multi-instance PostgreSQL tests need UNLOCKBOT_TEST_POSTGRES=postgres://user@host:port"
-    );
-    None
-}
-
 /// One fresh database, a fake Twilio API, and the environment every
 /// instance is started with.
 struct Cluster {
