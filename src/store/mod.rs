@@ -132,20 +132,12 @@ pub trait Store: Send + Sync {
     /// Start a turn on `key`, waiting while another turn (in any instance)
     /// holds it.
     async fn begin_turn(&self, key: &ConversationKey) -> Result<Box<dyn TurnTx>, StoreError>;
-    /// Failed verifications for an account at or after `since`.
-    async fn failures_since(
-        &self,
-        account: &Email,
-        since: DateTime<Utc>,
-    ) -> Result<u32, StoreError>;
     /// When the account's self-service block ends, if it is blocked at `now`.
     async fn blocked_until(
         &self,
         account: &Email,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// Append audit events outside a turn (for example a failed text).
-    async fn record_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// The audit trail, oldest first.
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError>;
 

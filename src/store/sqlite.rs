@@ -287,21 +287,6 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn failures_since(
-        &self,
-        account: &Email,
-        since: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at >= $2",
-        )
-        .bind(account.as_str())
-        .bind(to_millis(since))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
-    }
-
     async fn blocked_until(
         &self,
         account: &Email,
@@ -315,11 +300,6 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(until.map(from_millis))
-    }
-
-    async fn record_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        insert_audit(&mut conn, events).await
     }
 
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
