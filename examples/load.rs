@@ -1,0 +1,1030 @@
+//! Load benchmark: the whole service, end to end, over loopback.
+//!
+//! ```sh
+//! cargo run --release --example load -- [--conversations 200] [--concurrency 16]
+//!     [--time-limit 120] [--duplicates 0] [--postgres postgres://postgres@127.0.0.1:5432]
+//! ```
+//!
+//! Starts the real server in-process on 127.0.0.1 (a fresh SQLite file in a
+//! temporary directory, or a fresh PostgreSQL database `unlockbot_load_<uuid>`
+//! that is dropped at the end), with `SMS_PROVIDER=twilio` pointed at a tiny
+//! in-process fake of Twilio's Messages API, so the outbox worker really
+//! sends. Seeds one locked account per conversation, then runs simulated
+//! users, each a whole conversation from its own phone (UNLOCK, email, last
+//! 4 digits, two security answers, then 1 or 2), every turn a
+//! Twilio-signed webhook with a fresh `MessageSid`. Prints a Markdown
+//! report: throughput, per-turn latency by step, errors, texts delivered.
+//!
+//! Everything is bounded: the number of conversations, the turns in each,
+//! every request (client timeout), the whole run (`--time-limit`, after
+//! which no new turn starts and what was measured is reported), and the
+//! wait for the outbox to drain.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use unlockbot::app::Application;
+use unlockbot::channels::sms_twilio;
+use unlockbot::clock::SystemClock;
+use unlockbot::directory::NewAccount;
+use unlockbot::domain::{Answer, Email, RegisteredMobile, hash_answer, parse_registered_mobile};
+use unlockbot::settings::{LogFormat, Settings};
+
+const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
+const BOT_NUMBER: &str = "+447400000001";
+/// Only used to compute webhook signatures; nothing is ever sent there.
+const PUBLIC_BASE: &str = "https://unlock.example.nhs.uk";
+/// Registered mobiles are 07400 1xxxxx, so at most 100 000 accounts.
+const MAX_CONVERSATIONS: usize = 100_000;
+/// Every request (and every duplicate) gives up after this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The three security questions every seeded account has, with answers.
+const QUESTIONS: [(&str, &str); 3] = [
+    ("What was the name of your first pet?", "Biscuit"),
+    ("In which town were you born?", "Leeds"),
+    ("What was the make of your first car?", "Mini"),
+];
+
+#[derive(Parser, Debug)]
+#[command(about = "End-to-end load benchmark of unlockbot over loopback")]
+struct Args {
+    /// Conversations to run in total (one seeded account each).
+    #[arg(long, default_value_t = 200)]
+    conversations: usize,
+    /// Simulated users texting at the same time.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Stop starting turns after this many seconds and report what was measured.
+    #[arg(long, default_value_t = 120)]
+    time_limit: u64,
+    /// Re-post every webhook this many extra times, concurrently, with the
+    /// same MessageSid, and check that every reply is identical.
+    #[arg(long, default_value_t = 0)]
+    duplicates: usize,
+    /// A PostgreSQL server on loopback (postgres://user@127.0.0.1:5432) on
+    /// which to create, and finally drop, a fresh database; SQLite otherwise.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// How long to wait, after the last turn, for the outbox to deliver.
+    #[arg(long, default_value_t = 15)]
+    drain_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    unlockbot::telemetry::init(LogFormat::Text, "warn");
+    let args = Args::parse();
+    if let Err(e) = check_args(&args) {
+        eprintln!("load: {e:#}");
+        return ExitCode::from(2);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("load: interrupted; finishing the turns in flight");
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let db = match TempDatabase::create(args.postgres.as_deref()).await {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("load: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = run(&args, &db, stop).await;
+    db.destroy().await;
+    match outcome {
+        Ok(report) => {
+            println!("{}", report.markdown());
+            if report.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("load: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_args(args: &Args) -> anyhow::Result<()> {
+    if !(1..=MAX_CONVERSATIONS).contains(&args.conversations) {
+        bail!("--conversations must be 1..={MAX_CONVERSATIONS}");
+    }
+    if !(1..=1024).contains(&args.concurrency) {
+        bail!("--concurrency must be 1..=1024");
+    }
+    if !(1..=3600).contains(&args.time_limit) {
+        bail!("--time-limit must be 1..=3600 seconds");
+    }
+    if args.duplicates > 20 {
+        bail!("--duplicates must be 0..=20");
+    }
+    if args.drain_secs > 300 {
+        bail!("--drain-secs must be 0..=300");
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------
+// The database.
+
+enum TempDatabase {
+    Sqlite {
+        dir: tempfile::TempDir,
+    },
+    Postgres {
+        /// The server with `/postgres` as its path, for CREATE/DROP DATABASE.
+        admin: url::Url,
+        /// The fresh database.
+        url: url::Url,
+        name: String,
+        version: String,
+    },
+}
+
+impl TempDatabase {
+    async fn create(postgres: Option<&str>) -> anyhow::Result<Self> {
+        let Some(server) = postgres else {
+            return Ok(Self::Sqlite {
+                dir: tempfile::tempdir().context("cannot create a temporary directory")?,
+            });
+        };
+        let mut admin = url::Url::parse(server).context("--postgres is not a URL")?;
+        if !matches!(admin.scheme(), "postgres" | "postgresql") {
+            bail!("--postgres must start with postgres://");
+        }
+        let loopback = match admin.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            // Not a special scheme, so the url crate leaves IP addresses
+            // as opaque host names.
+            Some(url::Host::Domain(d)) => {
+                d == "localhost"
+                    || d.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            None => false,
+        };
+        if !loopback {
+            bail!("--postgres must be on a loopback address (127.0.0.1, ::1 or localhost)");
+        }
+        admin.set_path("/postgres");
+        let name = format!("unlockbot_load_{}", uuid::Uuid::new_v4().simple());
+        let mut url = admin.clone();
+        url.set_path(&format!("/{name}"));
+        let pool = sqlx::PgPool::connect(admin.as_str())
+            .await
+            .context("cannot connect to the --postgres server")?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&pool)
+            .await
+            .context("SHOW server_version")?;
+        // The name is ours (a fixed prefix and a UUID's hex), not input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .with_context(|| format!("cannot create database {name}"))?;
+        pool.close().await;
+        Ok(Self::Postgres {
+            admin,
+            url,
+            name,
+            version,
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Sqlite { dir } => {
+                format!("sqlite://{}", dir.path().join("load.sqlite").display())
+            }
+            Self::Postgres { url, .. } => url.to_string(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Sqlite { .. } => "SQLite (WAL, a fresh file in a temporary directory)".to_owned(),
+            Self::Postgres { version, .. } => {
+                format!("PostgreSQL {version} on loopback (a fresh database)")
+            }
+        }
+    }
+
+    async fn destroy(self) {
+        match self {
+            Self::Sqlite { dir } => drop(dir),
+            Self::Postgres { admin, name, .. } => {
+                let dropped = async {
+                    let pool = sqlx::PgPool::connect(admin.as_str()).await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&pool)
+                    .await?;
+                    pool.close().await;
+                    Ok::<_, sqlx::Error>(())
+                };
+                match tokio::time::timeout(Duration::from_secs(30), dropped).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => eprintln!("load: could not drop database {name}: {e}"),
+                    Err(_) => eprintln!("load: timed out dropping database {name}"),
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------
+// The fake Twilio Messages API.
+
+#[derive(Clone, Default)]
+struct FakeTwilio {
+    created: Arc<AtomicU64>,
+    temp_passwords: Arc<AtomicU64>,
+    /// (message sid, To) of every message created, for the list endpoint.
+    messages: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+async fn create_message(
+    State(fake): State<FakeTwilio>,
+    body: Bytes,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+    let (to, text) = (field("To"), field("Body"));
+    if to.is_empty() || text.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                serde_json::json!({"code": 21604, "message": "A 'To' phone number is required.", "status": 400}),
+            ),
+        );
+    }
+    let n = fake.created.fetch_add(1, Ordering::SeqCst) + 1;
+    if text.contains("temporary password is") {
+        fake.temp_passwords.fetch_add(1, Ordering::SeqCst);
+    }
+    let sid = format!("SM{n:032x}");
+    fake.messages
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((sid.clone(), to.clone()));
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "sid": sid,
+            "account_sid": ACCOUNT_SID,
+            "to": to,
+            "from": field("From"),
+            "body": text,
+            "status": "queued",
+            "error_code": null,
+            "error_message": null,
+        })),
+    )
+}
+
+/// `GET …/Messages.json?To=…`: what the worker asks after a crash.
+async fn list_messages(
+    State(fake): State<FakeTwilio>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Json<serde_json::Value> {
+    let to = query.get("To");
+    let messages: Vec<serde_json::Value> = fake
+        .messages
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, m_to)| to.is_none_or(|t| t == m_to))
+        .map(|(sid, m_to)| serde_json::json!({"sid": sid, "to": m_to, "status": "queued"}))
+        .collect();
+    Json(
+        serde_json::json!({"messages": messages, "page": 0, "page_size": 100, "next_page_uri": null}),
+    )
+}
+
+async fn start_fake_twilio(
+    fake: FakeTwilio,
+) -> anyhow::Result<(SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
+    let router = axum::Router::new()
+        .route(
+            &format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"),
+            post(create_message).get(list_messages),
+        )
+        .with_state(fake);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("fake Twilio cannot listen on 127.0.0.1")?;
+    let address = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok((address, tx, handle))
+}
+
+// ------------------------------------------------------------------------
+// Accounts.
+
+struct SeedAccount {
+    email: String,
+    mobile: String,
+    last4: String,
+}
+
+/// Account `i`: a distinct email and a distinct, valid GB mobile 07400 1xxxxx.
+fn seed_account(i: usize) -> anyhow::Result<(SeedAccount, NewAccount)> {
+    let national = format!("074001{i:05}");
+    let mobile = parse_registered_mobile(&national, false)
+        .map_err(|e| anyhow::anyhow!("{national} is not a valid mobile: {e}"))?;
+    if !matches!(mobile, RegisteredMobile::Uk(_)) {
+        bail!("{national} is not a UK mobile");
+    }
+    let email = format!("load.user{i:05}@nhs.net");
+    let seed = SeedAccount {
+        email: email.clone(),
+        mobile: mobile.e164().to_owned(),
+        last4: national[national.len() - 4..].to_owned(),
+    };
+    let account = NewAccount {
+        email: Email::parse(&email).map_err(|e| anyhow::anyhow!("{email}: {e}"))?,
+        mobile: Some(mobile),
+        organisation: "Load Test NHS Trust".to_owned(),
+        same_sign_on: false,
+        synced_at: None,
+        locked: true,
+        questions: Vec::new(),
+    };
+    Ok((seed, account))
+}
+
+/// The answer to whichever seeded question `reply` asks, if any.
+fn answer_for(reply: &str) -> Option<&'static str> {
+    QUESTIONS
+        .iter()
+        .find(|(question, _)| reply.contains(question))
+        .map(|(_, answer)| *answer)
+}
+
+// ------------------------------------------------------------------------
+// Measurements.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Start,
+    Email,
+    Last4,
+    Answer,
+    Unlock,
+    Reset,
+}
+
+impl Step {
+    const ALL: [Step; 6] = [
+        Step::Start,
+        Step::Email,
+        Step::Last4,
+        Step::Answer,
+        Step::Unlock,
+        Step::Reset,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Step::Start => "`UNLOCK` (start)",
+            Step::Email => "email (account lookup)",
+            Step::Last4 => "last 4 digits",
+            Step::Answer => "security answer (argon2id verify)",
+            Step::Unlock => "`1` unlock (+ notice queued)",
+            Step::Reset => "`2` reset (argon2id hash, 2 texts queued)",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    /// Turn latency by step: from sending the webhook (and its duplicates)
+    /// until every reply is in.
+    turns: BTreeMap<Step, Vec<Duration>>,
+    /// Every single HTTP request, duplicates included.
+    requests: Vec<Duration>,
+    non_200: u64,
+    transport_errors: u64,
+    unexpected_replies: u64,
+    duplicate_groups: u64,
+    duplicate_mismatches: u64,
+    unlocked: u64,
+    reset: u64,
+    cut_off: u64,
+    failed: u64,
+}
+
+struct Ctx {
+    client: reqwest::Client,
+    webhook: String,
+    auth_token: String,
+    accounts: Vec<SeedAccount>,
+    duplicates: usize,
+    deadline: Instant,
+    stop: Arc<AtomicBool>,
+    stats: Mutex<Stats>,
+}
+
+impl Ctx {
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn out_of_time(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || Instant::now() >= self.deadline
+    }
+}
+
+/// One HTTP answer: status (None on a transport error) and body.
+#[derive(PartialEq, Eq)]
+struct Answered {
+    status: Option<u16>,
+    body: String,
+}
+
+async fn post_once(
+    client: reqwest::Client,
+    url: String,
+    params: Arc<Vec<(String, String)>>,
+    signature: Arc<str>,
+) -> (Answered, Duration) {
+    let started = Instant::now();
+    let result = async {
+        let response = client
+            .post(&url)
+            .header("X-Twilio-Signature", &*signature)
+            .form(&*params)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body = response.text().await?;
+        Ok::<_, reqwest::Error>(Answered {
+            status: Some(status),
+            body,
+        })
+    };
+    let answered = result.await.unwrap_or(Answered {
+        status: None,
+        body: String::new(),
+    });
+    (answered, started.elapsed())
+}
+
+/// Twilio's inbound parameters for a text.
+fn inbound_params(from: &str, body: &str, sid: &str) -> Vec<(String, String)> {
+    [
+        ("ToCountry", "GB"),
+        ("SmsMessageSid", sid),
+        ("NumMedia", "0"),
+        ("FromCountry", "GB"),
+        ("SmsSid", sid),
+        ("SmsStatus", "received"),
+        ("Body", body),
+        ("To", BOT_NUMBER),
+        ("NumSegments", "1"),
+        ("MessageSid", sid),
+        ("AccountSid", ACCOUNT_SID),
+        ("From", from),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// The text inside `<Response><Message>…</Message></Response>`, unescaped.
+fn twiml_text(xml: &str) -> Option<String> {
+    let start = xml.find("<Message>")? + "<Message>".len();
+    let end = xml.rfind("</Message>")?;
+    let inner = xml.get(start..end)?;
+    quick_xml::escape::unescape(inner)
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// One turn: a signed webhook (plus `duplicates` concurrent copies with the
+/// same MessageSid). The reply text, or None when the turn failed.
+async fn turn(ctx: &Arc<Ctx>, from: &str, text: &str, step: Step) -> Option<String> {
+    let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+    let params = inbound_params(from, text, &sid);
+    let signature: Arc<str> = sms_twilio::signature(
+        &ctx.auth_token,
+        &format!("{PUBLIC_BASE}{}", sms_twilio::PATH),
+        &params,
+    )
+    .into();
+    let params = Arc::new(params);
+    let started = Instant::now();
+    let answers: Vec<(Answered, Duration)> = if ctx.duplicates == 0 {
+        vec![post_once(ctx.client.clone(), ctx.webhook.clone(), params, signature).await]
+    } else {
+        let mut set = JoinSet::new();
+        for _ in 0..=ctx.duplicates {
+            set.spawn(post_once(
+                ctx.client.clone(),
+                ctx.webhook.clone(),
+                params.clone(),
+                signature.clone(),
+            ));
+        }
+        let mut out = Vec::with_capacity(ctx.duplicates + 1);
+        while let Some(joined) = set.join_next().await {
+            if let Ok(answer) = joined {
+                out.push(answer);
+            }
+        }
+        out
+    };
+    let elapsed = started.elapsed();
+    let mut stats = ctx.stats();
+    stats.requests.extend(answers.iter().map(|(_, d)| *d));
+    let Some((first, _)) = answers.first() else {
+        stats.transport_errors += 1;
+        return None;
+    };
+    if ctx.duplicates > 0 {
+        stats.duplicate_groups += 1;
+        if answers.len() != ctx.duplicates + 1 || answers.iter().any(|(a, _)| a != first) {
+            stats.duplicate_mismatches += 1;
+        }
+    }
+    for (answer, _) in &answers {
+        match answer.status {
+            None => stats.transport_errors += 1,
+            Some(200) => {}
+            Some(_) => stats.non_200 += 1,
+        }
+    }
+    if first.status != Some(200) {
+        return None;
+    }
+    stats.turns.entry(step).or_default().push(elapsed);
+    let reply = twiml_text(&first.body);
+    if reply.is_none() {
+        stats.unexpected_replies += 1;
+    }
+    reply
+}
+
+enum Ended {
+    Unlocked,
+    Reset,
+    CutOff,
+    Failed,
+}
+
+/// One user's whole conversation, for account `i`.
+async fn conversation(ctx: &Arc<Ctx>, i: usize) -> Ended {
+    let account = &ctx.accounts[i];
+    let from = account.mobile.as_str();
+    let reset = i % 2 == 1;
+    let expect = |reply: &Option<String>, wanted: &str| -> bool {
+        match reply {
+            Some(text) if text.contains(wanted) => true,
+            Some(_) => {
+                ctx.stats().unexpected_replies += 1;
+                false
+            }
+            None => false,
+        }
+    };
+    macro_rules! step {
+        ($text:expr, $step:expr, $wanted:expr) => {{
+            if ctx.out_of_time() {
+                return Ended::CutOff;
+            }
+            let reply = turn(ctx, from, $text, $step).await;
+            if !expect(&reply, $wanted) {
+                return Ended::Failed;
+            }
+            reply.unwrap_or_default()
+        }};
+    }
+    step!("UNLOCK", Step::Start, "email");
+    step!(&account.email, Step::Email, "last 4");
+    let mut reply = step!(&account.last4, Step::Last4, "question");
+    for n in 1..=2 {
+        let Some(answer) = answer_for(&reply) else {
+            ctx.stats().unexpected_replies += 1;
+            return Ended::Failed;
+        };
+        let wanted = if n == 1 { "question" } else { "Reply 1" };
+        reply = step!(answer, Step::Answer, wanted);
+    }
+    if reset {
+        step!("2", Step::Reset, "temporary password");
+        Ended::Reset
+    } else {
+        step!("1", Step::Unlock, "unlocked");
+        Ended::Unlocked
+    }
+}
+
+// ------------------------------------------------------------------------
+// The run.
+
+struct Report {
+    backend: String,
+    args_line: String,
+    concurrency: usize,
+    duplicates: usize,
+    requested: usize,
+    seeded_in: Duration,
+    /// One argon2id hash, timed alone while seeding.
+    argon2_hash: Duration,
+    /// The 1-minute load average before the run (other work on the machine).
+    loadavg: Option<String>,
+    elapsed: Duration,
+    hit_time_limit: bool,
+    stats: Stats,
+    expected_texts: u64,
+    delivered: u64,
+    temp_password_texts: u64,
+    drained_in: Option<Duration>,
+}
+
+async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
+    let fake = FakeTwilio::default();
+    let (twilio_addr, twilio_stop, twilio_task) = start_fake_twilio(fake.clone()).await?;
+    let auth_token = format!("load-{}", uuid::Uuid::new_v4().simple());
+    let outbox_key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let env: HashMap<String, String> = [
+        ("DATABASE_URL", db.url()),
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
+        (
+            "DIALOGS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/dialogs").to_owned(),
+        ),
+        ("SMS_PROVIDER", "twilio".to_owned()),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
+        ("TWILIO_AUTH_TOKEN", auth_token.clone()),
+        ("TWILIO_FROM_NUMBER", BOT_NUMBER.to_owned()),
+        ("TWILIO_API_BASE", format!("http://{twilio_addr}")),
+        ("OUTBOX_KEY", outbox_key),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let settings = Settings::from_map(&env).context("settings")?;
+    let app = Application::build_with(settings, Arc::new(SystemClock), None)
+        .await
+        .context("the server does not build")?;
+    let port = app.port();
+
+    // Seed: hashing is slow, so hash the three answers once for everyone.
+    let seeding = Instant::now();
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned));
+    let hashes = tokio::task::spawn_blocking(|| {
+        QUESTIONS
+            .iter()
+            .map(|(q, a)| Ok(((*q).to_owned(), hash_answer(&Answer::new(a))?)))
+            .collect::<Result<Vec<_>, unlockbot::domain::HashError>>()
+    })
+    .await??;
+    let argon2_hash = seeding.elapsed() / QUESTIONS.len() as u32;
+    let directory = app.services.directory.clone();
+    let now = chrono::Utc::now();
+    let mut accounts = Vec::with_capacity(args.conversations);
+    for i in 0..args.conversations {
+        let (seed, mut account) = seed_account(i)?;
+        account.questions = hashes.clone();
+        directory
+            .upsert(&account, now)
+            .await
+            .with_context(|| format!("cannot seed {}", seed.email))?;
+        accounts.push(seed);
+    }
+    let seeded_in = seeding.elapsed();
+    drop(directory);
+
+    let (server_stop, server_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = server_rx.await;
+    }));
+
+    let limit = Duration::from_secs(args.time_limit);
+    let ctx = Arc::new(Ctx {
+        client: reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .pool_max_idle_per_host(args.concurrency * (args.duplicates + 1))
+            .build()
+            .context("HTTP client")?,
+        webhook: format!("http://127.0.0.1:{port}{}", sms_twilio::PATH),
+        auth_token,
+        accounts,
+        duplicates: args.duplicates,
+        deadline: Instant::now() + limit,
+        stop,
+        stats: Mutex::new(Stats::default()),
+    });
+
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut users = JoinSet::new();
+    for _ in 0..args.concurrency.min(args.conversations) {
+        let (ctx, next) = (ctx.clone(), next.clone());
+        users.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= ctx.accounts.len() {
+                    return;
+                }
+                let ended = conversation(&ctx, i).await;
+                let mut stats = ctx.stats();
+                match ended {
+                    Ended::Unlocked => stats.unlocked += 1,
+                    Ended::Reset => stats.reset += 1,
+                    Ended::CutOff => stats.cut_off += 1,
+                    Ended::Failed => stats.failed += 1,
+                }
+            }
+        });
+    }
+    // The time limit stops new turns; turns in flight end within the
+    // request timeout. Past both, the users are aborted.
+    let all_done = async { while users.join_next().await.is_some() {} };
+    if tokio::time::timeout(limit + REQUEST_TIMEOUT + Duration::from_secs(5), all_done)
+        .await
+        .is_err()
+    {
+        users.abort_all();
+    }
+    let elapsed = started.elapsed();
+    let hit_time_limit = Instant::now() >= ctx.deadline;
+    let stats = std::mem::take(&mut *ctx.stats());
+    let not_started = ctx
+        .accounts
+        .len()
+        .saturating_sub(next.load(Ordering::SeqCst).min(ctx.accounts.len()));
+
+    // Wait for the outbox: one notice per unlock; a temporary password and
+    // a notice per reset.
+    let expected_texts = stats.unlocked + 2 * stats.reset;
+    let drain_started = Instant::now();
+    let drain_deadline = drain_started + Duration::from_secs(args.drain_secs);
+    let mut drained_in = None;
+    loop {
+        if fake.created.load(Ordering::SeqCst) >= expected_texts {
+            drained_in = Some(drain_started.elapsed());
+            break;
+        }
+        if Instant::now() >= drain_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A moment more, so that a text sent twice would show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let _ = server_stop.send(());
+    match tokio::time::timeout(Duration::from_secs(30), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("load: the server stopped with an error: {e}"),
+        Ok(Err(e)) => eprintln!("load: the server task failed: {e}"),
+        Err(_) => eprintln!("load: the server did not stop within 30 s"),
+    }
+    let _ = twilio_stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), twilio_task).await;
+
+    let mut args_line = format!(
+        "--conversations {} --concurrency {} --time-limit {}",
+        args.conversations, args.concurrency, args.time_limit
+    );
+    if args.duplicates > 0 {
+        args_line.push_str(&format!(" --duplicates {}", args.duplicates));
+    }
+    if let Some(pg) = &args.postgres {
+        args_line.push_str(&format!(" --postgres {pg}"));
+    }
+    let mut stats = stats;
+    stats.cut_off += not_started as u64;
+    Ok(Report {
+        backend: db.describe(),
+        args_line,
+        concurrency: args.concurrency,
+        duplicates: args.duplicates,
+        requested: args.conversations,
+        seeded_in,
+        argon2_hash,
+        loadavg,
+        elapsed,
+        hit_time_limit,
+        expected_texts,
+        delivered: fake.created.load(Ordering::SeqCst),
+        temp_password_texts: fake.temp_passwords.load(Ordering::SeqCst),
+        drained_in,
+        stats,
+    })
+}
+
+// ------------------------------------------------------------------------
+// The report.
+
+/// Nearest-rank percentile of sorted durations.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn latency_row(label: &str, samples: &[Duration]) -> String {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    format!(
+        "| {label} | {} | {} | {} | {} | {} |",
+        sorted.len(),
+        ms(percentile(&sorted, 50.0)),
+        ms(percentile(&sorted, 90.0)),
+        ms(percentile(&sorted, 99.0)),
+        ms(sorted.last().copied().unwrap_or_default()),
+    )
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        });
+    match model {
+        Some(model) => format!(
+            "{cpus} CPU{} ({model}), {}",
+            if cpus == 1 { "" } else { "s" },
+            std::env::consts::OS
+        ),
+        None => format!("{cpus} CPUs, {}", std::env::consts::OS),
+    }
+}
+
+impl Report {
+    fn clean(&self) -> bool {
+        let s = &self.stats;
+        s.non_200 == 0
+            && s.transport_errors == 0
+            && s.unexpected_replies == 0
+            && s.duplicate_mismatches == 0
+            && s.failed == 0
+            && self.delivered == self.expected_texts
+    }
+
+    fn markdown(&self) -> String {
+        let s = &self.stats;
+        let secs = self.elapsed.as_secs_f64().max(f64::EPSILON);
+        let completed = s.unlocked + s.reset;
+        let turns: usize = s.turns.values().map(Vec::len).sum();
+        let all_turns: Vec<Duration> = s.turns.values().flatten().copied().collect();
+        let mut out = String::new();
+        let mut line = |text: String| {
+            out.push_str(&text);
+            out.push('\n');
+        };
+        line(format!(
+            "`cargo run --release --example load -- {}`",
+            self.args_line
+        ));
+        line(String::new());
+        line(format!(
+            "- machine: {}{}; one argon2id hash alone: {} ms",
+            machine(),
+            match &self.loadavg {
+                Some(l) => format!(", load average {l} before the run"),
+                None => String::new(),
+            },
+            ms(self.argon2_hash)
+        ));
+        line(format!("- backend: {}", self.backend));
+        line(format!(
+            "- load: {} conversations requested, {} at a time{}; {} completed ({} unlock, {} reset), {} not finished within the time limit, {} failed",
+            self.requested,
+            self.concurrency,
+            if self.duplicates > 0 {
+                format!(
+                    ", every webhook posted {} times at once with the same MessageSid",
+                    self.duplicates + 1
+                )
+            } else {
+                String::new()
+            },
+            completed,
+            s.unlocked,
+            s.reset,
+            s.cut_off,
+            s.failed,
+        ));
+        line(format!(
+            "- wall time {:.1} s{} (seeding {} accounts beforehand: {:.1} s)",
+            secs,
+            if self.hit_time_limit {
+                ", stopped by the time limit"
+            } else {
+                ""
+            },
+            self.requested,
+            self.seeded_in.as_secs_f64(),
+        ));
+        line(String::new());
+        line("| measure | value |".to_owned());
+        line("|---|---|".to_owned());
+        line(format!(
+            "| conversations/s | {:.1} |",
+            completed as f64 / secs
+        ));
+        line(format!("| turns/s | {:.1} |", turns as f64 / secs));
+        if self.duplicates > 0 {
+            line(format!(
+                "| webhook requests/s (duplicates included) | {:.1} |",
+                s.requests.len() as f64 / secs
+            ));
+        }
+        line(format!(
+            "| errors (non-200 / transport / unexpected reply) | {} / {} / {} |",
+            s.non_200, s.transport_errors, s.unexpected_replies
+        ));
+        line(format!(
+            "| texts delivered by the outbox | {} of {} expected ({} temporary passwords){} |",
+            self.delivered,
+            self.expected_texts,
+            self.temp_password_texts,
+            match self.drained_in {
+                Some(d) => format!(", all in by {} ms after the last turn", ms(d)),
+                None => ", NOT all delivered in time".to_owned(),
+            }
+        ));
+        if self.duplicates > 0 {
+            line(format!(
+                "| duplicate groups with identical replies | {} of {} |",
+                s.duplicate_groups - s.duplicate_mismatches,
+                s.duplicate_groups
+            ));
+        }
+        line(String::new());
+        line("| step | turns | p50 ms | p90 ms | p99 ms | max ms |".to_owned());
+        line("|---|---:|---:|---:|---:|---:|".to_owned());
+        line(latency_row("**every turn**", &all_turns));
+        for step in Step::ALL {
+            if let Some(samples) = s.turns.get(&step) {
+                line(latency_row(step.label(), samples));
+            }
+        }
+        if self.duplicates > 0 {
+            line(latency_row(
+                "each single request (duplicates included)",
+                &s.requests,
+            ));
+        }
+        out
+    }
+}
