@@ -198,7 +198,7 @@ impl Database {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = postgres::connect(url).await?;
             Ok(Self {
-                store: Arc::new(postgres::PgStore::new(pool.clone())),
+                store: Arc::new(postgres::PgStore::new(pool.clone(), url).await?),
                 directory: Arc::new(crate::directory::postgres::PgDirectory::new(
                     pool,
                     allow_crown_dependencies,

@@ -31,12 +31,29 @@ pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
 
 #[derive(Clone)]
 pub struct PgStore {
+    /// Everything but the turns' own transactions.
     pool: PgPool,
+    /// Connections that hold a turn's transaction (and its advisory lock)
+    /// for the length of the turn. Kept apart from `pool`: a turn also reads
+    /// through `pool` (the directory, blocks) while it holds its own
+    /// connection, and with one shared pool enough turns in flight would
+    /// hold every connection and wait for each other until the acquire
+    /// timeout. More turns than this pool's connections simply queue.
+    turns: PgPool,
 }
 
 impl PgStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// `pool` is shared with the directory; the turns' pool is opened here.
+    pub async fn new(pool: PgPool, url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let turns = PgPoolOptions::new()
+            .max_connections(16)
+            // Waiting here is queueing behind other turns, not a fault:
+            // allow most of the request timeout.
+            .acquire_timeout(StdDuration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, turns })
     }
 }
 
@@ -244,7 +261,7 @@ impl Store for PgStore {
 
     async fn begin_turn(&self, key: &ConversationKey) -> Result<Box<dyn TurnTx>, StoreError> {
         let key = key.to_string();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.turns.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(&key)
             .execute(&mut *tx)

@@ -82,3 +82,44 @@ async fn while_the_database_is_down_webhooks_answer_503_and_nothing_is_half_done
     assert!(reply.starts_with("Security question 1 of 2"), "{reply}");
     assert_eq!(app.count("processed_messages").await, 3);
 }
+
+/// More turns in flight than the pool has connections: each turn holds a
+/// connection for its transaction and reads the directory through another,
+/// so with one shared pool they would wait for each other until the
+/// acquire timeout (503s). Found by the load benchmark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_turns_at_once_than_connections_all_complete() {
+    if postgres_or_skip().is_none() {
+        return;
+    }
+    const USERS: usize = 40;
+    let mut app = spawn_app().await;
+    let rows: Vec<AccountRow> = (0..USERS)
+        .map(|i| {
+            let mut row =
+                AccountRow::locked(&format!("user{i}@nhs.net"), &format!("07400 1{i:05}"));
+            row.qa.truncate(2);
+            row
+        })
+        .collect();
+    app.import(&rows).await;
+    let phone = |i: usize| format!("+447811{i:06}");
+    for i in 0..USERS {
+        app.text_from(&phone(i), "UNLOCK").await;
+        app.text_from(&phone(i), &format!("user{i}@nhs.net")).await;
+    }
+    // Every user sends the last 4 digits at the same moment.
+    let requests: Vec<_> = (0..USERS)
+        .map(|i| {
+            let sid = app.next_sid();
+            // The mobile is 07400 1iiiii: its last 4 digits are i's, padded.
+            app.inbound_params(&phone(i), &format!("{i:04}"), &sid)
+        })
+        .collect();
+    let replies = futures::future::join_all(requests.iter().map(|p| app.post_signed(p))).await;
+    for response in replies {
+        assert_eq!(response.status(), 200);
+        let reply = twiml_text(&response.text().await.unwrap());
+        assert!(reply.starts_with("Security question 1 of 2"), "{reply}");
+    }
+}
