@@ -79,6 +79,11 @@ impl Services {
                 block_rule,
             },
         ));
+        if settings.outbox.lease < chrono::Duration::seconds(20) {
+            tracing::warn!(
+                "OUTBOX_LEASE_SECS is shorter than a provider request may take (15 s): a slow send may be taken over by another instance and sent twice"
+            );
+        }
         let worker = OutboxWorker {
             store: database.store.clone(),
             sender: sms,

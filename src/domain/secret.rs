@@ -159,8 +159,10 @@ pub fn meets_ad_complexity(pw: &str) -> bool {
 /// A security-question answer, normalised so that trivial differences in
 /// how the user types it do not matter.
 ///
-/// Normalisation: leading/trailing whitespace removed, runs of inner
-/// whitespace collapsed to one space, lower-cased (Unicode-aware). No
+/// Normalisation: Unicode NFKC (so composed and decomposed accents, and
+/// full-width letters, compare equal), leading/trailing whitespace removed,
+/// runs of inner whitespace collapsed to one space, lower-cased
+/// (Unicode-aware). No
 /// `Display`, no `Serialize`, redacted `Debug`; only ever hashed
 /// ([`hash_answer`]) or checked ([`verify_answer`]).
 pub struct Answer(SecretString);
@@ -168,8 +170,12 @@ pub struct Answer(SecretString);
 impl Answer {
     /// Normalises `raw` (see the type's docs).
     pub fn new(raw: &str) -> Answer {
-        let mut collapsed = Zeroizing::new(String::with_capacity(raw.len()));
-        for (i, word) in raw.split_whitespace().enumerate() {
+        use unicode_normalization::UnicodeNormalization;
+        // Compatibility-compose first, so that "é" typed as one character or
+        // as "e" + accent (phones differ), and full-width letters, compare equal.
+        let composed = Zeroizing::new(raw.nfkc().collect::<String>());
+        let mut collapsed = Zeroizing::new(String::with_capacity(composed.len()));
+        for (i, word) in composed.split_whitespace().enumerate() {
             if i > 0 {
                 collapsed.push(' ');
             }
@@ -350,6 +356,12 @@ mod tests {
         assert_eq!(Answer::new("\tÉCOLE\n Straße ").expose(), "école straße");
         assert!(Answer::new(" \n\t ").is_empty());
         assert!(!a.is_empty());
+        // Composed and decomposed accents, and full-width letters, are equal.
+        assert_eq!(
+            Answer::new("Zoe\u{0301}").expose(),
+            Answer::new("Zo\u{e9}").expose()
+        );
+        assert_eq!(Answer::new("\u{ff2c}eeds").expose(), "leeds");
     }
 
     #[test]

@@ -269,7 +269,10 @@ impl OutboxWorker {
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot tell whether the text was sent; will ask again");
                     let next = self.clock.now() + self.policy.delay(item.attempts);
-                    return self.store.outbox_retry(item.id, next, &e.to_string()).await;
+                    return self
+                        .store
+                        .outbox_retry(item.id, item.attempts, next, &e.to_string())
+                        .await;
                 }
             };
             // The same words may have gone to the same number before (a
@@ -305,7 +308,7 @@ impl OutboxWorker {
                     .max(self.policy.delay(item.attempts));
                 tracing::warn!(%reason, retry_in_secs = delay.num_seconds(), "text not sent; will retry");
                 self.store
-                    .outbox_retry(item.id, self.clock.now() + delay, &reason)
+                    .outbox_retry(item.id, item.attempts, self.clock.now() + delay, &reason)
                     .await
             }
         }
@@ -331,6 +334,14 @@ impl OutboxWorker {
             event: "sms".to_owned(),
             outcome: format!("{}_failed", item.kind.as_str()),
         };
+        if !self
+            .store
+            .outbox_failed(item.id, item.attempts, reason, audit)
+            .await?
+        {
+            tracing::info!("another worker has taken the text over; leaving it to them");
+            return Ok(());
+        }
         if item.kind == SmsKind::TempPassword
             && let Ok(email) = Email::parse(&item.account)
         {
@@ -344,7 +355,7 @@ impl OutboxWorker {
                 Err(e) => tracing::error!(error = %e, "could not restore the previous password"),
             }
         }
-        self.store.outbox_failed(item.id, reason, audit).await
+        Ok(())
     }
 }
 

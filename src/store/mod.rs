@@ -160,20 +160,26 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Which of these provider ids are already recorded for a sent text.
     async fn provider_ids_recorded(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;
-    /// Try again at `next_attempt_at`.
+    /// Try again at `next_attempt_at`. `attempts` is the claim's count: if
+    /// another worker has claimed the text since (a lease ran out), this
+    /// worker's verdict is stale and changes nothing.
     async fn outbox_retry(
         &self,
         id: uuid::Uuid,
+        attempts: u32,
         next_attempt_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError>;
     /// Give up: erase the secret and record the failure in the audit trail.
+    /// False (and nothing changed) if another worker has claimed the text
+    /// since, as above.
     async fn outbox_failed(
         &self,
         id: uuid::Uuid,
+        attempts: u32,
         error: &str,
         audit: AuditEvent,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 }
 
 /// The database: the store and the built-in account directory on one

@@ -377,16 +377,18 @@ impl Store for PgStore {
     async fn outbox_retry(
         &self,
         id: uuid::Uuid,
+        attempts: u32,
         next_attempt_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE outbox SET status = 'pending', next_attempt_at = $2, last_error = $3, lease_until = NULL
-             WHERE id = $1 AND status = 'sending'",
+             WHERE id = $1 AND status = 'sending' AND attempts = $4",
         )
         .bind(id)
         .bind(next_attempt_at)
         .bind(error)
+        .bind(i64::from(attempts))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -395,21 +397,27 @@ impl Store for PgStore {
     async fn outbox_failed(
         &self,
         id: uuid::Uuid,
+        attempts: u32,
         error: &str,
         audit: AuditEvent,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE outbox SET status = 'failed', sealed = NULL, last_error = $2, finished_at = $3, lease_until = NULL
-             WHERE id = $1",
+             WHERE id = $1 AND status = 'sending' AND attempts = $4",
         )
         .bind(id)
         .bind(error)
         .bind(audit.at)
+        .bind(i64::from(attempts))
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            // Another worker has claimed it since: its verdict stands.
+            return Ok(false);
+        }
         insert_audit(&mut tx, &[audit]).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 }
