@@ -92,6 +92,7 @@ impl Services {
             clock,
             policy: settings.outbox.clone(),
             wake: engine.outbox_wake(),
+            only_conversation: None,
         };
         Ok(Self {
             engine,
@@ -149,10 +150,14 @@ impl Application {
         sms: Option<Arc<dyn SmsSender>>,
     ) -> anyhow::Result<Self> {
         let mut services = Services::build(&settings, clock, sms).await?;
-        if settings.twilio_auth_token.is_none() {
-            tracing::warn!(
-                "TWILIO_AUTH_TOKEN is not set: inbound webhooks are NOT signature-checked (local use only)"
-            );
+        match (&settings.twilio_auth_token, &settings.sms) {
+            (Some(_), _) => {}
+            (None, SmsProvider::Log) => tracing::warn!(
+                "TWILIO_AUTH_TOKEN is not set: inbound SMS webhooks are NOT signature-checked (local use only)"
+            ),
+            (None, _) => {
+                tracing::info!("TWILIO_AUTH_TOKEN is not set: the inbound SMS webhook is off (404)")
+            }
         }
         let mut background: Vec<BackgroundTask> = Vec::new();
         if let Some(worker) = services.worker.take() {
@@ -205,6 +210,7 @@ impl Application {
             engine: services.engine.clone(),
             store: services.store.clone(),
             twilio_auth_token: settings.twilio_auth_token.clone(),
+            accept_unsigned_sms: matches!(settings.sms, SmsProvider::Log),
             public_base_url: settings.public_base_url.clone(),
             telegram: webhook,
         };

@@ -96,7 +96,13 @@ async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
 /// screen meanwhile.
 pub async fn chat(services: &mut Services) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = services.worker.take().map(|w| tokio::spawn(w.run(stop_rx)));
+    // The terminal's worker sends only the terminal conversation's texts,
+    // and to the screen: it must never take a text meant for a real phone
+    // from a database that `serve` also uses.
+    let worker = services.worker.take().map(|mut w| {
+        w.only_conversation = Some(crate::channels::terminal::conversation_key().to_string());
+        tokio::spawn(w.run(stop_rx))
+    });
     let result = crate::channels::terminal::run(
         services.engine.clone(),
         tokio::io::stdin(),

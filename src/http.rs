@@ -28,6 +28,9 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
     pub twilio_auth_token: Option<SecretString>,
+    /// Without an auth token, unsigned webhooks are taken only for local use
+    /// (the `log` provider); otherwise `/sms/twilio` answers 404.
+    pub accept_unsigned_sms: bool,
     pub public_base_url: Option<String>,
     /// The Telegram channel and its webhook secret, in webhook mode.
     pub telegram: Option<(Arc<TelegramChannel>, SecretString)>,

@@ -171,12 +171,24 @@ impl Settings {
         let provider = get("SMS_PROVIDER");
         let sms = match provider.as_deref() {
             None | Some("log") => {
+                // A provider half set up must not fall back to printing
+                // temporary passwords on the console.
+                let provider_variables = [
+                    "TWILIO_ACCOUNT_SID",
+                    "TWILIO_AUTH_TOKEN",
+                    "TWILIO_FROM_NUMBER",
+                    "NOTIFY_API_KEY",
+                    "NOTIFY_TEMPLATE_TEMP_PASSWORD",
+                    "NOTIFY_TEMPLATE_NOTICE",
+                ];
                 if provider.is_none()
-                    && (get("TWILIO_ACCOUNT_SID").is_some() || get("TWILIO_FROM_NUMBER").is_some())
+                    && let Some(set) = provider_variables.iter().find(|v| get(v).is_some())
                 {
                     return Err(bad(
                         "SMS_PROVIDER",
-                        "Twilio variables are set but SMS_PROVIDER is not; set SMS_PROVIDER=twilio (or log)",
+                        format!(
+                            "{set} is set but SMS_PROVIDER is not: set SMS_PROVIDER=twilio or notify (or log, which prints texts on the console)"
+                        ),
                     ));
                 }
                 SmsProvider::Log
@@ -401,6 +413,15 @@ mod tests {
         assert_eq!(e.variable, "OUTBOX_KEY");
         let e = Settings::from_map(&env(&[("TWILIO_ACCOUNT_SID", "AC123")])).unwrap_err();
         assert_eq!(e.variable, "SMS_PROVIDER");
+        for lone in ["TWILIO_AUTH_TOKEN", "NOTIFY_API_KEY"] {
+            let e = Settings::from_map(&env(&[
+                (lone, "x"),
+                ("PUBLIC_BASE_URL", "https://b.example"),
+            ]))
+            .unwrap_err();
+            assert_eq!(e.variable, "SMS_PROVIDER", "{lone} alone");
+            assert!(e.problem.contains(lone));
+        }
         let e = Settings::from_map(&env(&[("TELEGRAM_BOT_TOKEN", "123:abc")])).unwrap_err();
         assert_eq!(e.variable, "TELEGRAM_MODE");
         let e = Settings::from_map(&env(&[("TELEGRAM_MODE", "polling")])).unwrap_err();

@@ -139,6 +139,10 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if app.twilio_auth_token.is_none() && !app.accept_unsigned_sms {
+        // No way to tell Twilio from a forger: the SMS channel is off.
+        return plain(StatusCode::NOT_FOUND, "the SMS channel is not configured");
+    }
     let Ok(params) = parse_form(&body) else {
         return plain(StatusCode::BAD_REQUEST, "malformed form body");
     };

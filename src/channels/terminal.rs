@@ -8,13 +8,19 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use crate::dialog::{Engine, Inbound};
 use crate::domain::{Channel, ConversationKey};
 
+/// The terminal's one conversation.
+pub fn conversation_key() -> ConversationKey {
+    ConversationKey::new(Channel::Terminal, "local")
+        .unwrap_or_else(|_| unreachable!("a fixed, valid key"))
+}
+
 /// Run a conversation on `input`/`output` until end of input or `/quit`.
 pub async fn run(
     engine: Arc<Engine>,
     input: impl tokio::io::AsyncRead + Unpin,
     mut output: impl AsyncWrite + Unpin,
 ) -> anyhow::Result<()> {
-    let key = ConversationKey::new(Channel::Terminal, "local")?;
+    let key = conversation_key();
     let mut lines = BufReader::new(input).lines();
     output
         .write_all(b"Type a message as you would text it (for example UNLOCK). /quit to leave.\n")

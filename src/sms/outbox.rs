@@ -209,6 +209,8 @@ pub struct OutboxWorker {
     pub policy: RetryPolicy,
     /// Rung when a turn queues a text.
     pub wake: Arc<Notify>,
+    /// Deliver only this conversation's texts (the terminal chat).
+    pub only_conversation: Option<String>,
 }
 
 impl OutboxWorker {
@@ -243,7 +245,12 @@ impl OutboxWorker {
     pub async fn deliver_next(&self) -> Result<bool, crate::store::StoreError> {
         let Some(item) = self
             .store
-            .claim_outbox(self.clock.now(), self.policy.lease, 1)
+            .claim_outbox(
+                self.clock.now(),
+                self.policy.lease,
+                1,
+                self.only_conversation.as_deref(),
+            )
             .await?
             .pop()
         else {

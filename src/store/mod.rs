@@ -145,11 +145,14 @@ pub trait Store: Send + Sync {
     /// sending lease has run out), leasing them until `now + lease`. Each
     /// claim is committed before the text is sent, and no two workers
     /// claim the same text.
+    /// `only` restricts the claim to one conversation's texts (the terminal
+    /// chat, which must never take texts meant for real phones).
     async fn claim_outbox(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
+        only: Option<&str>,
     ) -> Result<Vec<OutboxItem>, StoreError>;
     /// The provider took the text: never send it again; erase its secret.
     async fn outbox_delivered(

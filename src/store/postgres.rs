@@ -307,6 +307,7 @@ impl Store for PgStore {
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
+        only: Option<&str>,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(
             "UPDATE outbox SET
@@ -314,7 +315,8 @@ impl Store for PgStore {
                status = 'sending', attempts = attempts + 1, lease_until = $2
              WHERE id IN (
                SELECT id FROM outbox
-               WHERE (status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1)
+               WHERE ((status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1))
+                 AND ($4::text IS NULL OR conversation_key = $4)
                ORDER BY created_at, seq LIMIT $3
                FOR UPDATE SKIP LOCKED)
              RETURNING id, seq, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
@@ -322,6 +324,7 @@ impl Store for PgStore {
         .bind(now)
         .bind(now + lease)
         .bind(i64::from(limit))
+        .bind(only)
         .fetch_all(&self.pool)
         .await?;
         // RETURNING comes in no particular order: send in queue order.

@@ -326,6 +326,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
+        only: Option<&str>,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
@@ -334,13 +335,15 @@ impl Store for SqliteStore {
                status = 'sending', attempts = attempts + 1, lease_until = $2
              WHERE id IN (
                SELECT id FROM outbox
-               WHERE (status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1)
+               WHERE ((status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1))
+                 AND ($4 IS NULL OR conversation_key = $4)
                ORDER BY created_at, rowid LIMIT $3)
              RETURNING rowid AS seq, id, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
         )
         .bind(to_millis(now))
         .bind(to_millis(now + lease))
         .bind(i64::from(limit))
+        .bind(only)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

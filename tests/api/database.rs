@@ -123,3 +123,40 @@ async fn more_turns_at_once_than_connections_all_complete() {
         assert!(reply.starts_with("Security question 1 of 2"), "{reply}");
     }
 }
+
+/// The terminal chat's worker claims only its own conversation's texts, so
+/// pointing `unlockbot chat` at a database that `serve` also uses can never
+/// print (and swallow) a text meant for a real phone.
+#[tokio::test]
+async fn a_claim_for_one_conversation_takes_no_other_texts() {
+    use wiremock::matchers::{method, path};
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow::locked(EMAIL, "07811 123456")])
+        .await;
+    wiremock::Mock::given(method("POST"))
+        .and(path(messages_path()))
+        .respond_with(twilio_error(500, 20500, "Internal Server Error"))
+        .with_priority(1)
+        .mount(&app.twilio)
+        .await;
+    app.verify(EMAIL, "3456").await;
+    app.text("1").await;
+    app.outbox_settled().await; // tried once, now waiting for its retry
+    let database = unlockbot::store::Database::connect(&app.db.url(), false)
+        .await
+        .unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    let lease = chrono::Duration::seconds(60);
+    let terminal = database
+        .store
+        .claim_outbox(later, lease, 10, Some("terminal:local"))
+        .await
+        .unwrap();
+    assert!(terminal.is_empty(), "{terminal:?}");
+    let own = database
+        .store
+        .claim_outbox(later, lease, 10, Some(&format!("sms:{USER_PHONE}")))
+        .await
+        .unwrap();
+    assert_eq!(own.len(), 1);
+}

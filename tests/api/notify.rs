@@ -142,3 +142,34 @@ async fn a_wrong_notify_secret_is_a_final_failure_and_the_password_is_restored()
     let next = app.text("UNLOCK").await;
     assert!(next.contains("couldn't send the text"), "{next}");
 }
+
+#[tokio::test]
+async fn without_a_twilio_auth_token_a_real_provider_takes_no_unsigned_webhooks() {
+    let server = MockServer::start().await;
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("SMS_PROVIDER", "notify".into()),
+            ("TWILIO_AUTH_TOKEN", String::new()),
+            (
+                "NOTIFY_API_KEY",
+                format!("unlockbot_live-{SERVICE_ID}-{SECRET}"),
+            ),
+            ("NOTIFY_API_BASE", server.uri()),
+            ("NOTIFY_TEMPLATE_TEMP_PASSWORD", TEMPLATE_PASSWORD.into()),
+            ("NOTIFY_TEMPLATE_NOTICE", TEMPLATE_NOTICE.into()),
+        ],
+    })
+    .await;
+    let params = app.inbound_params(USER_PHONE, "UNLOCK", "SM00000000000000000000000000000099");
+    // Forged: no signature at all.
+    let response = app
+        .client
+        .post(format!("{}/sms/twilio", app.address))
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(app.count("conversations").await, 0);
+    assert_eq!(app.count("processed_messages").await, 0);
+}
