@@ -251,6 +251,9 @@ impl Engine {
             }
             Some(state) => {
                 turn.state = state;
+                if let Some(account) = &turn.state.email {
+                    tx.lock_account(account).await?;
+                }
                 self.advance(&inbound.text, &mut turn, &mut parts, &mut input_was_secret)
                     .await?
             }

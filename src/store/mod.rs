@@ -118,6 +118,12 @@ pub trait TurnTx: Send {
     /// The reply already given to this inbound message, if it was processed.
     async fn processed_reply(&mut self, message_id: &str) -> Result<Option<String>, StoreError>;
     async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError>;
+    /// Hold the named account too, until the turn ends: verification turns
+    /// of one account (other conversations, channels or instances) are then
+    /// applied one after the other, so the attempt limit is checked and
+    /// counted atomically. Always taken after the conversation, never
+    /// before, so two turns cannot wait for each other.
+    async fn lock_account(&mut self, account: &Email) -> Result<(), StoreError>;
     /// Texts of this conversation that finally failed and that the user has
     /// not been told about yet: (outbox id, kind).
     async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError>;

@@ -115,6 +115,15 @@ impl TurnTx for PgTurn {
         }
     }
 
+    async fn lock_account(&mut self, account: &Email) -> Result<(), StoreError> {
+        // The same lock the commit takes to count failures (re-entrant).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+            .bind(account.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, kind FROM outbox WHERE conversation_key = $1 AND status = 'failed' AND NOT failure_reported",

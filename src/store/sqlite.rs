@@ -63,6 +63,7 @@ impl KeyLocks {
 pub struct SqliteStore {
     pool: SqlitePool,
     locks: Arc<KeyLocks>,
+    account_locks: Arc<KeyLocks>,
 }
 
 impl SqliteStore {
@@ -70,6 +71,7 @@ impl SqliteStore {
         Self {
             pool,
             locks: Arc::default(),
+            account_locks: Arc::default(),
         }
     }
 }
@@ -109,7 +111,9 @@ fn uuid_of(s: &str) -> uuid::Uuid {
 struct SqliteTurn {
     pool: SqlitePool,
     key: String,
+    account_locks: Arc<KeyLocks>,
     _held: OwnedMutexGuard<()>,
+    account_held: Option<OwnedMutexGuard<()>>,
 }
 
 #[async_trait]
@@ -138,6 +142,14 @@ impl TurnTx for SqliteTurn {
                 updated_at: from_millis(row.get("updated_at")),
             })),
         }
+    }
+
+    async fn lock_account(&mut self, account: &Email) -> Result<(), StoreError> {
+        if self.account_held.is_none() {
+            let lock = self.account_locks.get(account.as_str());
+            self.account_held = Some(lock.lock_owned().await);
+        }
+        Ok(())
     }
 
     async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError> {
@@ -283,7 +295,9 @@ impl Store for SqliteStore {
         Ok(Box::new(SqliteTurn {
             pool: self.pool.clone(),
             key,
+            account_locks: self.account_locks.clone(),
             _held: held,
+            account_held: None,
         }))
     }
 

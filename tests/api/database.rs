@@ -160,3 +160,47 @@ async fn a_claim_for_one_conversation_takes_no_other_texts() {
         .unwrap();
     assert_eq!(own.len(), 1);
 }
+
+/// Guesses for one account from many phones at the same moment are checked
+/// one after the other: no more than the limit are ever counted, and every
+/// guess after the third is refused as blocked, even the right one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_guesses_for_one_account_cannot_exceed_the_limit() {
+    const PHONES: usize = 8;
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow::locked(EMAIL, "07811 123456")])
+        .await;
+    let phone = |i: usize| format!("+447400{i:06}");
+    for i in 0..PHONES {
+        app.text_from(&phone(i), "UNLOCK").await;
+        app.text_from(&phone(i), EMAIL).await;
+    }
+    // Seven wrong guesses and the right one, all at once.
+    let requests: Vec<_> = (0..PHONES)
+        .map(|i| {
+            let sid = app.next_sid();
+            let guess = if i == PHONES - 1 {
+                "3456".to_owned()
+            } else {
+                format!("{:04}", 1000 + i)
+            };
+            app.inbound_params(&phone(i), &guess, &sid)
+        })
+        .collect();
+    let replies = futures::future::join_all(requests.iter().map(|p| app.post_signed(p))).await;
+    let mut verified = 0;
+    for response in replies {
+        assert_eq!(response.status(), 200);
+        if twiml_text(&response.text().await.unwrap()).starts_with("Security question 1") {
+            verified += 1;
+        }
+    }
+    let failures = app.count("verification_failures").await;
+    assert!(failures <= 3, "{failures} failures counted");
+    assert_eq!(app.count("account_blocks").await, 1);
+    // The right guess only passes if it came before the third wrong one.
+    assert!(verified <= 1);
+    if verified == 1 {
+        assert!(failures <= 3);
+    }
+}
