@@ -167,7 +167,9 @@ impl Application {
         match &settings.telegram {
             TelegramMode::Off => {}
             TelegramMode::Webhook { bot, secret } => {
-                let channel = Arc::new(TelegramChannel::new(bot, services.engine.clone(), 0)?);
+                let channel = Arc::new(
+                    TelegramChannel::new(bot, services.engine.clone(), 0)?.replying_in_background(),
+                );
                 let url = format!(
                     "{}{}",
                     settings.public_base_url.as_deref().unwrap_or_default(),

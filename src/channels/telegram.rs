@@ -78,7 +78,17 @@ pub struct TelegramChannel {
     /// (hints); the engine's store dedupes conversation turns.
     recent: Mutex<VecDeque<u32>>,
     retry_base: Duration,
+    /// Send replies from a task of their own once the turn is committed
+    /// (webhook mode), so that a slow Bot API (a 429 wait, retries) never
+    /// holds the webhook request past its timeout; Telegram would then send
+    /// the update again, and it would be skipped as already handled.
+    background_replies: bool,
 }
+
+/// How many times polling tries one update before giving up on it (a
+/// database outage is retried; an update that can never be handled must
+/// not stop every other chat).
+const MAX_TRIES_PER_UPDATE: u32 = 10;
 
 impl TelegramChannel {
     pub fn new(
@@ -97,7 +107,14 @@ impl TelegramChannel {
             engine,
             recent: Mutex::new(VecDeque::new()),
             retry_base: Duration::from_millis(250),
+            background_replies: false,
         })
+    }
+
+    /// Reply from background tasks (webhook mode).
+    pub fn replying_in_background(mut self) -> Self {
+        self.background_replies = true;
+        self
     }
 
     /// Call the Bot API with retries: honour 429's `retry_after`, back off
@@ -196,6 +213,10 @@ impl TelegramChannel {
                         let mut tries: u32 = 0;
                         while let Err(e) = self.process(update.clone()).await {
                             tries += 1;
+                            if tries >= MAX_TRIES_PER_UPDATE {
+                                tracing::error!(error = %e, update_id = id, "update could not be handled; skipping it");
+                                break;
+                            }
                             tracing::error!(error = %e, update_id = id, "update not handled; retrying");
                             let wait = self.retry_base * 2u32.pow(tries.min(6));
                             tokio::select! {
@@ -245,7 +266,7 @@ impl TelegramChannel {
 
     /// Handle one update. An error means the engine could not complete the
     /// turn (nothing was stored); the caller should have Telegram retry.
-    pub async fn process(&self, update: Update) -> Result<(), TurnError> {
+    pub async fn process(self: &Arc<Self>, update: Update) -> Result<(), TurnError> {
         let id = update.id.0;
         if self.seen(id) {
             tracing::info!(update_id = id, "repeated update ignored");
@@ -258,7 +279,7 @@ impl TelegramChannel {
         result
     }
 
-    async fn dispatch(&self, id: u32, update: Update) -> Result<(), TurnError> {
+    async fn dispatch(self: &Arc<Self>, id: u32, update: Update) -> Result<(), TurnError> {
         match update.kind {
             UpdateKind::Message(message) => self.on_message(id, &message).await,
             UpdateKind::EditedMessage(message) => {
@@ -298,7 +319,7 @@ impl TelegramChannel {
         }
     }
 
-    async fn on_message(&self, id: u32, message: &Message) -> Result<(), TurnError> {
+    async fn on_message(self: &Arc<Self>, id: u32, message: &Message) -> Result<(), TurnError> {
         if !message.chat.is_private() {
             self.say(message.chat.id, "chat_private_only").await;
             return Ok(());
@@ -326,7 +347,7 @@ impl TelegramChannel {
 
     /// One turn of the conversation in a private chat.
     async fn converse(
-        &self,
+        self: &Arc<Self>,
         id: u32,
         chat: ChatId,
         text: String,
@@ -348,20 +369,26 @@ impl TelegramChannel {
         if reply.repeated {
             return Ok(());
         }
-        if reply.input_was_secret
-            && let Some(message) = message
-        {
-            // Answers should not linger on the user's device.
-            if let Err(e) = self
-                .call("deleteMessage", || {
-                    self.bot.delete_message(chat, message.id)
-                })
-                .await
+        // Answers should not linger on the user's device.
+        let answer_message = message.filter(|_| reply.input_was_secret).map(|m| m.id);
+        let this = Arc::clone(self);
+        let send = async move {
+            if let Some(message_id) = answer_message
+                && let Err(e) = this
+                    .call("deleteMessage", || {
+                        this.bot.delete_message(chat, message_id)
+                    })
+                    .await
             {
                 tracing::warn!(error = ?e, "could not delete an answer message");
             }
+            this.deliver(&key, chat, &reply).await;
+        };
+        if self.background_replies {
+            tokio::spawn(send);
+        } else {
+            send.await;
         }
-        self.deliver(&key, chat, &reply).await;
         Ok(())
     }
 

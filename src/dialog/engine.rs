@@ -203,7 +203,15 @@ impl Engine {
         }
 
         let now = self.clock.now();
-        let stored = tx.load_conversation().await?;
+        let stored = match tx.load_conversation().await {
+            // A state this version cannot read (say, after an upgrade)
+            // starts the conversation afresh rather than failing forever.
+            Err(StoreError::Corrupt(e)) => {
+                tracing::warn!(error = %e, "stored conversation unreadable; starting again");
+                None
+            }
+            other => other?,
+        };
         let mut parts = Vec::new();
         let mut turn = Turn {
             key: inbound.key.clone(),
