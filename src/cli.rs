@@ -124,7 +124,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!("{}", OutboxKey::generate().to_hex().as_str());
         return Ok(ExitCode::SUCCESS);
     }
-    let settings = Settings::from_env()?;
+    let settings = match cli.command {
+        // The demo needs no configuration, and must not pick up a real
+        // provider or database from the environment.
+        Command::Demo => demo::settings()?,
+        _ => Settings::from_env()?,
+    };
     let quiet = matches!(cli.command, Command::Chat | Command::Demo);
     telemetry::init(
         settings.log_format,

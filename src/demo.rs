@@ -3,6 +3,7 @@
 //! sample accounts, and starts a terminal conversation whose texts are shown
 //! on screen.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Duration;
@@ -13,8 +14,10 @@ use crate::directory::NewAccount;
 use crate::domain::{Answer, Email, hash_answer, parse_registered_mobile};
 use crate::settings::Settings;
 use crate::sms::console::ConsoleSender;
+use crate::sms::outbox::OutboxKey;
 
-/// The demo's own database, beside (never instead of) the real one.
+/// The demo's own database file, beside (never instead of) the real one.
+pub const DEMO_DATABASE_FILE: &str = "unlockbot-demo.sqlite";
 pub const DEMO_DATABASE_URL: &str = "sqlite://unlockbot-demo.sqlite";
 
 struct Sample {
@@ -81,8 +84,37 @@ const SAMPLES: &[Sample] = &[
     },
 ];
 
-pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
-    settings.database_url = DEMO_DATABASE_URL.to_owned();
+/// The demo's settings: its own database, texts on the console, a fresh
+/// outbox key; only the dialog and conversation settings come from the
+/// environment.
+pub fn settings() -> anyhow::Result<Settings> {
+    let _ = dotenvy::dotenv();
+    let mut env: HashMap<String, String> = [
+        "DIALOGS_DIR",
+        "DIALOG_LANGUAGE",
+        "QUESTIONS_TO_ASK",
+        "CONVERSATION_IDLE_MINUTES",
+        "TEMP_PASSWORD_LENGTH",
+        "SUPPORT_CONTACT",
+    ]
+    .into_iter()
+    .filter_map(|name| std::env::var(name).ok().map(|v| (name.to_owned(), v)))
+    .collect();
+    env.insert("DATABASE_URL".into(), DEMO_DATABASE_URL.into());
+    env.insert("SMS_PROVIDER".into(), "log".into());
+    env.insert(
+        "OUTBOX_KEY".into(),
+        OutboxKey::generate().to_hex().to_string(),
+    );
+    Ok(Settings::from_map(&env)?)
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // A fresh demo database every time: no conversation, block or password
+    // is left over from an earlier run.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{DEMO_DATABASE_FILE}{suffix}"));
+    }
     let clock = SystemClock;
     let mut services = Services::build(
         &settings,
@@ -115,7 +147,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         "=== unlockbot DEMO: separate database unlockbot-demo.sqlite, SAMPLE accounts only ==="
     );
     println!("Texts to the registered mobile are printed here instead of being sent.\n");
-    println!("Sample accounts (reset to these values every time the demo starts):");
+    println!("Sample accounts (the demo database is made afresh every time the demo starts):");
     for s in SAMPLES {
         let last4 = s
             .mobile
@@ -128,6 +160,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     for (q, a) in QUESTIONS {
         println!("  {q:<40} {a}");
     }
-    println!();
+    println!(
+        "\nTo check a temporary password afterwards:\n  DATABASE_URL={DEMO_DATABASE_URL} unlockbot accounts verify-password EMAIL   (password on standard input)\n"
+    );
     crate::cli::chat(&mut services).await
 }
