@@ -165,6 +165,9 @@ pub fn queue(
     })
 }
 
+/// How long inbound message ids are kept for answering repeated deliveries.
+const PROCESSED_MESSAGES_KEPT: Duration = Duration::days(2);
+
 /// How the worker retries.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -216,9 +219,22 @@ pub struct OutboxWorker {
 impl OutboxWorker {
     /// Run until `stop` changes; a text being sent is finished first.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 return;
+            }
+            // Housekeeping, hourly: forget old inbound message ids.
+            if last_prune.is_none_or(|t| t.elapsed() > StdDuration::from_secs(3600)) {
+                last_prune = Some(std::time::Instant::now());
+                let before = self.clock.now() - PROCESSED_MESSAGES_KEPT;
+                match self.store.prune_processed(before).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(removed = n, "old inbound message ids forgotten")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not prune old inbound message ids"),
+                }
             }
             match self.deliver_next().await {
                 // One sent (or settled): look for the next at once.

@@ -144,6 +144,10 @@ pub trait Store: Send + Sync {
         account: &Email,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Forget inbound message ids recorded before `before` (retries come
+    /// within hours; Telegram may reuse an `update_id` after a quiet week).
+    /// Returns how many were removed.
+    async fn prune_processed(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// The audit trail, oldest first.
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError>;
 

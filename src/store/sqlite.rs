@@ -316,6 +316,14 @@ impl Store for SqliteStore {
         Ok(until.map(from_millis))
     }
 
+    async fn prune_processed(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM processed_messages WHERE received_at < $1")
+            .bind(to_millis(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id",

@@ -47,7 +47,7 @@ impl Default for UnlockPolicy {
             failure_window: Duration::hours(24),
             block_for: Duration::hours(24),
             same_sign_on_wait: Duration::hours(24),
-            password_lifetime: Duration::days(365),
+            password_lifetime: crate::directory::password_lifetime(),
             contact: "your Local Administrator".into(),
         }
     }
@@ -199,7 +199,7 @@ impl Unlock {
             return Ok(Outcome::Failed);
         };
         if !mobile.last4().matches(&digits) {
-            self.fail(&email, "wrong_digits", turn).await?;
+            self.fail(&email, "wrong_digits", turn);
             return Ok(Outcome::Failed);
         }
         if account.disabled {
@@ -243,7 +243,7 @@ impl Unlock {
             return Ok(Outcome::NextQuestion);
         }
         if !turn.state.answers_ok {
-            self.fail(&email, "wrong_answers", turn).await?;
+            self.fail(&email, "wrong_answers", turn);
             return Ok(Outcome::Failed);
         }
         if self.store.blocked_until(&email, turn.now).await?.is_some() {
@@ -257,10 +257,9 @@ impl Unlock {
 
     /// Count a failed verification; the store blocks the account when it
     /// is one too many (inside the commit, so instances agree).
-    async fn fail(&self, email: &Email, reason: &str, turn: &mut Turn) -> Result<(), TurnError> {
+    fn fail(&self, email: &Email, reason: &str, turn: &mut Turn) {
         turn.audit("verification", &format!("failed:{reason}"));
         turn.failures.push(email.clone());
-        Ok(())
     }
 
     async fn choose(&self, choice: u8, turn: &mut Turn) -> Result<Outcome, TurnError> {

@@ -1,7 +1,9 @@
-//! A database that goes away: readiness fails, webhooks answer 503 and
-//! change nothing, and the conversation goes on when the database is back.
-//! PostgreSQL only (an embedded SQLite file cannot be taken away from under
-//! a running process in a test).
+//! The database under stress: an outage (readiness fails, webhooks answer
+//! 503 and change nothing, and the conversation goes on when the database is
+//! back; PostgreSQL only, since an embedded SQLite file cannot be taken away
+//! from a running process in a test), more turns at once than connections,
+//! simultaneous guesses for one account, claims limited to one
+//! conversation, and pruning of old message ids.
 
 use crate::helpers::*;
 
@@ -203,4 +205,31 @@ async fn simultaneous_guesses_for_one_account_cannot_exceed_the_limit() {
     if verified == 1 {
         assert!(failures <= 3);
     }
+}
+
+/// Inbound message ids are forgotten after two days (the worker prunes them
+/// hourly), so the table does not grow forever and an `update_id` that
+/// Telegram reuses after a quiet week is processed as new.
+#[tokio::test]
+async fn old_inbound_message_ids_are_pruned() {
+    let mut app = spawn_app().await;
+    app.text("UNLOCK").await;
+    assert_eq!(app.count("processed_messages").await, 1);
+    let database = unlockbot::store::Database::connect(&app.db.url(), false)
+        .await
+        .unwrap();
+    let now = unlockbot::clock::Clock::now(app.clock.as_ref());
+    let removed = database
+        .store
+        .prune_processed(now - chrono::Duration::days(2))
+        .await
+        .unwrap();
+    assert_eq!(removed, 0, "recent ids are kept");
+    let removed = database
+        .store
+        .prune_processed(now + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(app.count("processed_messages").await, 0);
 }
