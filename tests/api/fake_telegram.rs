@@ -15,6 +15,17 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+/// The methods the fake answers (anything else gets 404).
+const KNOWN_METHODS: &[&str] = &[
+    "getMe",
+    "getUpdates",
+    "sendMessage",
+    "deleteMessage",
+    "setWebhook",
+    "deleteWebhook",
+    "answerCallbackQuery",
+];
+
 pub const BOT_TOKEN: &str = "123456789:AAFakeTokenForTests_abcdefghijklmnop";
 
 /// One recorded call.
@@ -24,6 +35,9 @@ pub struct Call {
     /// The JSON body (multipart bodies are kept as a string under "raw").
     pub body: Value,
     pub at: Instant,
+    /// The HTTP status the fake answered with: a scripted failure's, 404
+    /// for a method it does not know, else 200.
+    pub status: u16,
 }
 
 #[derive(Default)]
@@ -74,11 +88,12 @@ impl FakeTelegram {
             .collect()
     }
 
-    /// Texts the bot sent to `chat`.
+    /// Texts the bot sent to `chat` (delivered ones: calls answered with a
+    /// scripted failure do not count).
     pub fn sent_to(&self, chat: i64) -> Vec<String> {
         self.calls_to("sendMessage")
             .into_iter()
-            .filter(|c| c.body["chat_id"] == json!(chat))
+            .filter(|c| c.status == 200 && c.body["chat_id"] == json!(chat))
             .map(|c| c.body["text"].as_str().unwrap_or_default().to_owned())
             .collect()
     }
@@ -159,12 +174,23 @@ async fn handle(
     };
     let scripted = {
         let mut inner = fake.inner.lock().unwrap();
+        let scripted = inner.failures.get_mut(&method).and_then(|q| q.pop_front());
         inner.calls.push(Call {
             method: method.clone(),
             body: parsed.clone(),
             at: Instant::now(),
+            status: scripted.as_ref().map_or_else(
+                || {
+                    if KNOWN_METHODS.contains(&method.as_str()) {
+                        200
+                    } else {
+                        404
+                    }
+                },
+                |(status, _)| *status,
+            ),
         });
-        inner.failures.get_mut(&method).and_then(|q| q.pop_front())
+        scripted
     };
     if let Some((status, body)) = scripted {
         return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();

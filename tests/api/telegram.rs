@@ -1,7 +1,9 @@
 //! The support chat on Telegram: same dialog, same rules, same store, driven
 //! through a fake Bot API in both webhook and polling mode.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -43,6 +45,14 @@ async fn polling_app() -> (TestApp, FakeTelegram) {
     (app, fake)
 }
 
+async fn telegram_app(polling: bool) -> (TestApp, FakeTelegram) {
+    if polling {
+        polling_app().await
+    } else {
+        webhook_app().await
+    }
+}
+
 async fn post_update(app: &TestApp, secret: Option<&str>, update: &Value) -> u16 {
     post_update_to(&app.client, &app.address, secret, update).await
 }
@@ -62,6 +72,33 @@ async fn post_update_to(
     request.send().await.unwrap().status().as_u16()
 }
 
+/// Update ids as Telegram hands them out: increasing, never reused. Shared
+/// by every `Chat` so that several chats in one test never collide (the
+/// poller confirms by offset, so an id below one already seen is dropped).
+fn next_update_id() -> i64 {
+    static NEXT: AtomicI64 = AtomicI64::new(10_000);
+    NEXT.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// Time for a reply that should NOT come to show up (replies may be sent
+/// after the webhook has answered 200).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Wait until `check` holds (or panic after 10 s).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Drives a chat through the webhook or the poller, one update at a time,
 /// returning the bot's reply to each.
 struct Chat<'a> {
@@ -70,7 +107,6 @@ struct Chat<'a> {
     fake: &'a FakeTelegram,
     chat: i64,
     polling: bool,
-    next_update: i64,
     next_message: i64,
 }
 
@@ -82,32 +118,46 @@ impl<'a> Chat<'a> {
             fake,
             chat,
             polling,
-            next_update: 10_000,
             next_message: 1,
         }
     }
 
-    async fn send_update(&mut self, update: Value) -> String {
-        let before = self.fake.sent_to(self.chat).len();
+    /// Follow the app to its new address after a restart.
+    fn reattach(&mut self, app: &TestApp) {
+        self.client = app.client.clone();
+        self.address = app.address.clone();
+    }
+
+    /// A text message from this chat, with fresh update and message ids.
+    fn text(&mut self, text: &str) -> Value {
+        self.next_message += 1;
+        updates::text(next_update_id(), self.chat, self.next_message, text)
+    }
+
+    /// Hand an update to the bot without waiting for a reply: post it to
+    /// the webhook (which must answer 200) or queue it for `getUpdates`.
+    async fn deliver(&self, update: Value) {
         if self.polling {
             self.fake.push_update(update);
         } else {
             let status = post_update_to(&self.client, &self.address, Some(SECRET), &update).await;
             assert_eq!(status, 200);
         }
+    }
+
+    async fn send_update(&mut self, update: Value) -> String {
+        let before = self.fake.sent_to(self.chat).len();
+        self.deliver(update).await;
         self.fake.wait_for_messages(self.chat, before + 1).await[before].clone()
     }
 
     async fn say(&mut self, text: &str) -> String {
-        self.next_update += 1;
-        self.next_message += 1;
-        let update = updates::text(self.next_update, self.chat, self.next_message, text);
+        let update = self.text(text);
         self.send_update(update).await
     }
 
     async fn press(&mut self, data: &str) -> String {
-        self.next_update += 1;
-        let update = updates::button(self.next_update, self.chat, data);
+        let update = updates::button(next_update_id(), self.chat, data);
         self.send_update(update).await
     }
 
@@ -123,11 +173,7 @@ impl<'a> Chat<'a> {
 }
 
 async fn full_unlock(polling: bool) {
-    let (app, fake) = if polling {
-        polling_app().await
-    } else {
-        webhook_app().await
-    };
+    let (app, fake) = telegram_app(polling).await;
     let mut chat = Chat::new(&app, &fake, CHAT, polling);
     let options = chat.verify().await;
     assert!(options.contains("Your account is locked"), "{options}");
@@ -168,11 +214,7 @@ async fn polling_full_unlock_with_buttons() {
 }
 
 async fn full_reset(polling: bool) {
-    let (app, fake) = if polling {
-        polling_app().await
-    } else {
-        webhook_app().await
-    };
+    let (app, fake) = telegram_app(polling).await;
     let mut chat = Chat::new(&app, &fake, CHAT, polling);
     chat.verify().await;
     let done = chat.say("2").await; // typed, not pressed
@@ -219,12 +261,9 @@ async fn polling_full_reset_texts_the_password_only_to_the_registered_mobile() {
 #[tokio::test]
 async fn webhook_is_registered_with_its_secret_and_polling_deletes_it() {
     let (_app, fake) = webhook_app().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while fake.calls_to("setWebhook").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "setWebhook never called"
-        );
+        assert!(Instant::now() < deadline, "setWebhook never called");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let raw = fake.calls_to("setWebhook")[0].body.to_string();
@@ -235,12 +274,9 @@ async fn webhook_is_registered_with_its_secret_and_polling_deletes_it() {
     assert!(raw.contains(SECRET), "{raw}");
 
     let (_app, fake) = polling_app().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while fake.calls_to("getUpdates").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "getUpdates never called"
-        );
+        assert!(Instant::now() < deadline, "getUpdates never called");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!fake.calls_to("deleteWebhook").is_empty());
@@ -274,68 +310,157 @@ async fn wrong_or_missing_secret_token_is_refused_and_changes_nothing() {
     assert_eq!(status, 400);
 }
 
-#[tokio::test]
-async fn a_repeated_update_id_is_not_processed_twice() {
-    let (app, fake) = webhook_app().await;
-    let mut chat = Chat::new(&app, &fake, CHAT, false);
+/// Telegram delivers an update again when it has no sign that the bot got
+/// it: a webhook post without a timely 200 is retried, and `getUpdates`
+/// serves every update the poller has not confirmed by moving its offset
+/// past it. Two cases: a copy arriving while the bot runs (posted twice;
+/// queued twice, so one `getUpdates` answer carries it twice), and a copy
+/// arriving after a restart (the poller stopped after handling the update
+/// but before its next `getUpdates` confirmed it; the restarted poller
+/// starts from offset 0 and is served it again), when only the store can
+/// tell. Either way the bot answers once and the turn is taken once.
+async fn repeated_update_id(polling: bool) {
+    let (mut app, fake) = telegram_app(polling).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
     chat.say("/start").await;
-    let email = updates::text(50, CHAT, 60, EMAIL);
-    assert_eq!(post_update(&app, Some(SECRET), &email).await, 200);
-    assert_eq!(post_update(&app, Some(SECRET), &email).await, 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let email = chat.text(EMAIL);
+    chat.deliver(email.clone()).await;
+    chat.deliver(email.clone()).await;
+    let sent = fake.wait_for_messages(CHAT, 2).await;
+    assert!(sent[1].contains("last 4 digits"), "{sent:?}");
+    settle().await;
     assert_eq!(fake.sent_to(CHAT).len(), 2, "{:?}", fake.sent_to(CHAT));
-    // Still at the digits step, not asked again.
-    assert!(chat.say("3456").await.starts_with("Security question 1"));
+
+    app.restart().await;
+    chat.reattach(&app);
+    chat.deliver(email).await;
+    // Still at the digits step: the email was not taken as wrong digits.
+    let q1 = chat.say("3456").await;
+    assert!(q1.starts_with("Security question 1"), "{q1}");
+    settle().await;
+    let sent = fake.sent_to(CHAT);
+    assert_eq!(sent.len(), 3, "one answer per update: {sent:?}");
+    assert_eq!(app.count("processed_messages").await, 3);
 }
 
 #[tokio::test]
-async fn group_chats_are_refused_and_nothing_is_collected() {
-    let (app, fake) = webhook_app().await;
+async fn webhook_a_repeated_update_id_is_not_processed_twice() {
+    repeated_update_id(false).await;
+}
+
+#[tokio::test]
+async fn polling_a_repeated_update_id_is_not_processed_twice() {
+    repeated_update_id(true).await;
+}
+
+async fn group_chat(polling: bool) {
+    let (app, fake) = telegram_app(polling).await;
+    // Replies go to the group, so wait on the group's chat id.
     let group = -100_200_300;
-    let update = updates::group_text(1, group, CHAT, EMAIL);
-    assert_eq!(post_update(&app, Some(SECRET), &update).await, 200);
-    let sent = fake.wait_for_messages(group, 1).await;
-    assert!(sent[0].contains("only help in a private chat"), "{sent:?}");
+    let mut in_group = Chat::new(&app, &fake, group, polling);
+    let refused = in_group
+        .send_update(updates::group_text(next_update_id(), group, CHAT, EMAIL))
+        .await;
+    assert!(refused.contains("only help in a private chat"), "{refused}");
+    let refused = in_group
+        .send_update(updates::group_text(next_update_id(), group, CHAT, "3456"))
+        .await;
+    assert!(refused.contains("only help in a private chat"), "{refused}");
+    let supergroup = -1_001_234_567_890;
+    let mut in_supergroup = Chat::new(&app, &fake, supergroup, polling);
+    let update = json!({"update_id": next_update_id(), "message": updates::message(
+        json!({"id": supergroup, "type": "supergroup", "title": "Trust IT"}),
+        CHAT, 78, json!({"text": "UNLOCK"}))});
+    let refused = in_supergroup.send_update(update).await;
+    assert!(refused.contains("only help in a private chat"), "{refused}");
+
+    settle().await;
+    assert_eq!(fake.sent_to(group).len(), 2, "{:?}", fake.sent_to(group));
+    assert_eq!(fake.sent_to(supergroup).len(), 1);
+    assert!(fake.sent_to(CHAT).is_empty(), "nothing sent privately");
+    assert!(fake.calls_to("deleteMessage").is_empty());
     assert_eq!(app.count("conversations").await, 0);
+    assert_eq!(app.count("processed_messages").await, 0);
     assert!(app.audit().is_empty());
+    // Nothing from the group carries over into a private chat.
+    let mut private = Chat::new(&app, &fake, CHAT, polling);
+    let greeting = private.say("3456").await;
+    assert!(greeting.contains("email address"), "{greeting}");
 }
 
 #[tokio::test]
-async fn non_text_updates_get_a_short_hint() {
-    let (app, fake) = webhook_app().await;
-    let mut chat = Chat::new(&app, &fake, CHAT, false);
+async fn webhook_group_chats_are_refused_and_nothing_is_collected() {
+    group_chat(false).await;
+}
+
+#[tokio::test]
+async fn polling_group_chats_are_refused_and_nothing_is_collected() {
+    group_chat(true).await;
+}
+
+async fn non_text_updates(polling: bool) {
+    let (app, fake) = telegram_app(polling).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
     chat.say("/start").await;
-    let hint = chat.send_update(updates::sticker(101, CHAT)).await;
+    let hint = chat
+        .send_update(updates::sticker(next_update_id(), CHAT))
+        .await;
     assert!(hint.contains("only read text"), "{hint}");
-    let hint = chat.send_update(updates::photo(102, CHAT)).await;
+    let hint = chat
+        .send_update(updates::photo(next_update_id(), CHAT))
+        .await;
     assert!(hint.contains("only read text"), "{hint}");
-    let hint = chat.send_update(updates::voice(103, CHAT)).await;
+    let hint = chat
+        .send_update(updates::voice(next_update_id(), CHAT))
+        .await;
     assert!(hint.contains("only read text"), "{hint}");
-    let hint = chat.send_update(updates::edited(104, CHAT, EMAIL)).await;
+    let hint = chat
+        .send_update(updates::edited(next_update_id(), CHAT, EMAIL))
+        .await;
     assert!(hint.contains("edited"), "{hint}");
     let hint = chat
-        .send_update(updates::button(105, CHAT, "something-else"))
+        .send_update(updates::button(next_update_id(), CHAT, "something-else"))
         .await;
     assert!(hint.contains("no longer in use"), "{hint}");
     // The conversation is still waiting for the email address.
     assert!(chat.say(EMAIL).await.contains("last 4 digits"));
+    settle().await;
+    // One answer per update: no error, no retry, no second reply.
+    let sent = fake.sent_to(CHAT);
+    assert_eq!(sent.len(), 7, "{sent:?}");
+    assert!(fake.calls_to("deleteMessage").is_empty());
+    assert_eq!(app.count("conversations").await, 1);
 }
 
 #[tokio::test]
-async fn answer_messages_are_deleted_and_others_are_not() {
-    let (app, fake) = webhook_app().await;
-    let mut chat = Chat::new(&app, &fake, CHAT, false);
+async fn webhook_non_text_updates_get_a_short_hint() {
+    non_text_updates(false).await;
+}
+
+#[tokio::test]
+async fn polling_non_text_updates_get_a_short_hint() {
+    non_text_updates(true).await;
+}
+
+fn deleted_message_ids(fake: &FakeTelegram) -> Vec<i64> {
+    fake.calls_to("deleteMessage")
+        .iter()
+        .map(|c| c.body["message_id"].as_i64().unwrap())
+        .collect()
+}
+
+async fn answer_deletion(polling: bool) {
+    let (app, fake) = telegram_app(polling).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
     chat.say("/start").await; // message 2
     chat.say(EMAIL).await; // 3
     let q1 = chat.say("3456").await; // 4
     let q2 = chat.say(answer_for(&q1)).await; // 5
-    chat.say(answer_for(&q2)).await; // 6
-    let deleted: Vec<i64> = fake
-        .calls_to("deleteMessage")
-        .iter()
-        .map(|c| c.body["message_id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(deleted, vec![5, 6]);
+    let options = chat.say(answer_for(&q2)).await; // 6
+    assert!(options.contains("Your account is locked"), "{options}");
+    chat.say("1").await; // 7
+    settle().await;
+    assert_eq!(deleted_message_ids(&fake), vec![5, 6]);
     assert!(
         fake.calls_to("deleteMessage")
             .iter()
@@ -344,9 +469,18 @@ async fn answer_messages_are_deleted_and_others_are_not() {
 }
 
 #[tokio::test]
-async fn a_failed_deletion_does_not_stop_the_conversation() {
-    let (app, fake) = webhook_app().await;
-    let mut chat = Chat::new(&app, &fake, CHAT, false);
+async fn webhook_answer_messages_are_deleted_and_others_are_not() {
+    answer_deletion(false).await;
+}
+
+#[tokio::test]
+async fn polling_answer_messages_are_deleted_and_others_are_not() {
+    answer_deletion(true).await;
+}
+
+async fn failed_deletion(polling: bool) {
+    let (app, fake) = telegram_app(polling).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
     chat.say("/start").await;
     chat.say(EMAIL).await;
     let q1 = chat.say("3456").await;
@@ -355,14 +489,28 @@ async fn a_failed_deletion_does_not_stop_the_conversation() {
         400,
         json!({"ok": false, "error_code": 400, "description": "Bad Request: message can't be deleted"}),
     );
-    let q2 = chat.say(answer_for(&q1)).await;
+    let q2 = chat.say(answer_for(&q1)).await; // message 5, not deleted
     assert!(q2.starts_with("Security question 2"), "{q2}");
+    let options = chat.say(answer_for(&q2)).await; // 6
+    assert!(options.contains("Your account is locked"), "{options}");
+    assert_eq!(deleted_message_ids(&fake).last(), Some(&6));
+    settle().await;
+    assert_eq!(fake.sent_to(CHAT).len(), 5, "{:?}", fake.sent_to(CHAT));
 }
 
 #[tokio::test]
-async fn commands_map_to_start_help_and_cancel() {
-    let (app, fake) = webhook_app().await;
-    let mut chat = Chat::new(&app, &fake, CHAT, false);
+async fn webhook_a_failed_deletion_does_not_stop_the_conversation() {
+    failed_deletion(false).await;
+}
+
+#[tokio::test]
+async fn polling_a_failed_deletion_does_not_stop_the_conversation() {
+    failed_deletion(true).await;
+}
+
+async fn commands(polling: bool) {
+    let (app, fake) = telegram_app(polling).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
     chat.say("/start").await;
     chat.say(EMAIL).await;
     let help = chat.say("/help").await;
@@ -378,12 +526,21 @@ async fn commands_map_to_start_help_and_cancel() {
 }
 
 #[tokio::test]
-async fn conversations_do_not_cross_channels_but_attempt_limits_do() {
-    let (mut app, fake) = webhook_app().await;
+async fn webhook_commands_map_to_start_help_and_cancel() {
+    commands(false).await;
+}
+
+#[tokio::test]
+async fn polling_commands_map_to_start_help_and_cancel() {
+    commands(true).await;
+}
+
+async fn cross_channel(polling: bool) {
+    let (mut app, fake) = telegram_app(polling).await;
     // A conversation started by SMS does not continue in the chat.
     app.text("UNLOCK").await;
     app.text(EMAIL).await;
-    let mut chat = Chat::new(&app, &fake, CHAT, false);
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
     let first = chat.say("3456").await;
     assert!(
         first.contains("email address"),
@@ -405,46 +562,117 @@ async fn conversations_do_not_cross_channels_but_attempt_limits_do() {
     app.text(EMAIL).await;
     assert!(app.text("3456").await.contains("could not verify"));
     assert_eq!(app.account(EMAIL)["locked"], true);
+    assert!(app.sent_texts().await.is_empty(), "no security text sent");
 }
 
 #[tokio::test]
-async fn rate_limit_retry_after_is_honoured() {
-    let (app, fake) = webhook_app().await;
+async fn webhook_conversations_do_not_cross_channels_but_attempt_limits_do() {
+    cross_channel(false).await;
+}
+
+#[tokio::test]
+async fn polling_conversations_do_not_cross_channels_but_attempt_limits_do() {
+    cross_channel(true).await;
+}
+
+async fn rate_limit(polling: bool) {
+    let (app, fake) = telegram_app(polling).await;
     fake.fail_next(
         "sendMessage",
         429,
         json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1",
                "parameters": {"retry_after": 1}}),
     );
-    let mut chat = Chat::new(&app, &fake, CHAT, false);
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
     let greeting = chat.say("/start").await;
     assert!(greeting.contains("email address"));
+    settle().await;
     let sends = fake.calls_to("sendMessage");
     assert_eq!(sends.len(), 2, "one refused, one delivered");
     assert!(
         sends[1].at - sends[0].at >= Duration::from_millis(950),
         "waited retry_after"
     );
+    assert_eq!(sends[0].status, 429);
+    assert_eq!(fake.sent_to(CHAT).len(), 1, "delivered once");
 }
 
 #[tokio::test]
-async fn server_errors_are_retried() {
-    let (app, fake) = webhook_app().await;
+async fn webhook_rate_limit_retry_after_is_honoured() {
+    rate_limit(false).await;
+}
+
+#[tokio::test]
+async fn polling_rate_limit_retry_after_is_honoured() {
+    rate_limit(true).await;
+}
+
+/// The poller's own `getUpdates` may be refused with 429 too: it waits
+/// `retry_after` (2 s here; its back-off after other errors is shorter)
+/// before it polls again, and then picks up what is waiting.
+#[tokio::test]
+async fn polling_rate_limited_get_updates_waits_retry_after() {
+    let (app, fake) = polling_app().await;
+    fake.fail_next(
+        "getUpdates",
+        429,
+        json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 2",
+               "parameters": {"retry_after": 2}}),
+    );
+    let refused = || {
+        fake.calls_to("getUpdates")
+            .into_iter()
+            .find(|c| c.status == 429)
+    };
+    eventually("a poll is refused", || async { refused().is_some() }).await;
+    let refused = refused().unwrap();
+    // Queued after the refusal, so only the next poll can carry it.
+    let mut chat = Chat::new(&app, &fake, CHAT, true);
+    let greeting = chat.say("/start").await;
+    assert!(greeting.contains("email address"), "{greeting}");
+    let next = fake
+        .calls_to("getUpdates")
+        .into_iter()
+        .find(|c| c.at > refused.at)
+        .unwrap();
+    let waited = next.at - refused.at;
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "polled again after {waited:?}"
+    );
+    assert_eq!(fake.sent_to(CHAT).len(), 1);
+}
+
+/// teloxide waits 10 s on any 5xx before it reports it: one test per mode.
+async fn server_error(polling: bool) {
+    let (app, fake) = telegram_app(polling).await;
     fake.fail_next(
         "sendMessage",
         500,
         json!({"ok": false, "error_code": 500, "description": "Internal Server Error"}),
     );
-    let mut chat = Chat::new(&app, &fake, CHAT, false);
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
     let greeting = chat.say("/start").await;
     assert!(greeting.contains("email address"));
+    settle().await;
     assert_eq!(fake.calls_to("sendMessage").len(), 2);
+    // The conversation goes on.
+    assert!(chat.say(EMAIL).await.contains("last 4 digits"));
 }
 
 #[tokio::test]
-async fn a_user_who_blocked_the_bot_ends_the_conversation_quietly() {
-    let (app, fake) = webhook_app().await;
-    let mut chat = Chat::new(&app, &fake, CHAT, false);
+async fn webhook_server_errors_are_retried() {
+    server_error(false).await;
+}
+
+#[tokio::test]
+async fn polling_server_errors_are_retried() {
+    server_error(true).await;
+}
+
+async fn blocked_bot(polling: bool) {
+    let (app, fake) = telegram_app(polling).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
     chat.say("/start").await;
     assert_eq!(app.count("conversations").await, 1);
     fake.fail_next(
@@ -452,8 +680,22 @@ async fn a_user_who_blocked_the_bot_ends_the_conversation_quietly() {
         403,
         json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
     );
-    let update = updates::text(900, CHAT, 900, EMAIL);
-    assert_eq!(post_update(&app, Some(SECRET), &update).await, 200);
-    assert_eq!(app.count("conversations").await, 0);
+    let update = chat.text(EMAIL);
+    chat.deliver(update).await;
+    eventually("the conversation ends", || async {
+        app.count("conversations").await == 0
+    })
+    .await;
+    settle().await;
     assert_eq!(fake.calls_to("sendMessage").len(), 2, "no retry after 403");
+}
+
+#[tokio::test]
+async fn webhook_a_user_who_blocked_the_bot_ends_the_conversation_quietly() {
+    blocked_bot(false).await;
+}
+
+#[tokio::test]
+async fn polling_a_user_who_blocked_the_bot_ends_the_conversation_quietly() {
+    blocked_bot(true).await;
 }
