@@ -426,6 +426,28 @@ impl wiremock::Respond for ListMessages {
     }
 }
 
+/// The parameters of Twilio's inbound SMS webhook for a text.
+pub fn twilio_inbound_params(from: &str, body: &str, sid: &str) -> Vec<(String, String)> {
+    [
+        ("ToCountry", "GB"),
+        ("SmsMessageSid", sid),
+        ("NumMedia", "0"),
+        ("FromCountry", "GB"),
+        ("SmsSid", sid),
+        ("SmsStatus", "received"),
+        ("Body", body),
+        ("To", BOT_NUMBER),
+        ("NumSegments", "1"),
+        ("MessageSid", sid),
+        ("AccountSid", ACCOUNT_SID),
+        ("From", from),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 /// A text the fake Twilio API received.
 #[derive(Debug, Clone)]
 pub struct SentText {
@@ -478,24 +500,7 @@ impl TestApp {
 
     /// Twilio's inbound parameters for a text.
     pub fn inbound_params(&self, from: &str, body: &str, sid: &str) -> Vec<(String, String)> {
-        [
-            ("ToCountry", "GB"),
-            ("SmsMessageSid", sid),
-            ("NumMedia", "0"),
-            ("FromCountry", "GB"),
-            ("SmsSid", sid),
-            ("SmsStatus", "received"),
-            ("Body", body),
-            ("To", BOT_NUMBER),
-            ("NumSegments", "1"),
-            ("MessageSid", sid),
-            ("AccountSid", ACCOUNT_SID),
-            ("From", from),
-            ("ApiVersion", "2010-04-01"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        twilio_inbound_params(from, body, sid)
     }
 
     /// POST a form to the webhook, signed as Twilio would sign it.

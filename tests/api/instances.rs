@@ -199,24 +199,7 @@ impl Cluster {
         body: &str,
         sid: &str,
     ) -> impl Future<Output = (u16, String)> + Send + 'static {
-        let params: Vec<(String, String)> = [
-            ("ToCountry", "GB"),
-            ("SmsMessageSid", sid),
-            ("NumMedia", "0"),
-            ("FromCountry", "GB"),
-            ("SmsSid", sid),
-            ("SmsStatus", "received"),
-            ("Body", body),
-            ("To", BOT_NUMBER),
-            ("NumSegments", "1"),
-            ("MessageSid", sid),
-            ("AccountSid", ACCOUNT_SID),
-            ("From", from),
-            ("ApiVersion", "2010-04-01"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let params = twilio_inbound_params(from, body, sid);
         let signature = sms_twilio::signature(
             AUTH_TOKEN,
             &format!("{PUBLIC_BASE}{}", sms_twilio::PATH),
