@@ -265,7 +265,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     env: HashMap<String, String>,
     stop: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    /// The server runs on a runtime and thread of its own, so that a test
+    /// blocking its own thread (waiting for a CLI process, say) never
+    /// stalls the server half-way through a database transaction.
+    server: Option<std::thread::JoinHandle<()>>,
     sid_counter: u64,
 }
 
@@ -463,19 +466,32 @@ impl TestApp {
     }
 
     async fn start(&mut self) {
-        let app = Application::build_with(self.settings(), self.clock.clone(), None)
-            .await
-            .expect("app builds");
-        self.address = format!("http://127.0.0.1:{}", app.port());
-        let (tx, rx) = oneshot::channel();
-        self.stop = Some(tx);
-        self.server = Some(tokio::spawn(async move {
-            app.run_until(async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server runs");
-        }));
+        let settings = self.settings();
+        let clock = self.clock.clone();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let app = Application::build_with(settings, clock, None)
+                    .await
+                    .expect("app builds");
+                let _ = ready_tx.send(app.port());
+                app.run_until(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .expect("server runs");
+            });
+        });
+        let port = ready_rx.await.expect("server started");
+        self.address = format!("http://127.0.0.1:{port}");
+        self.stop = Some(stop_tx);
+        self.server = Some(server);
     }
 
     /// Stop the server and start a new one on the same database.
@@ -484,7 +500,10 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.expect("server stopped");
+            tokio::task::spawn_blocking(move || server.join())
+                .await
+                .expect("joined")
+                .expect("server stopped");
         }
         self.start().await;
     }
