@@ -22,6 +22,16 @@ pub enum SmsKind {
 }
 
 impl SmsKind {
+    /// The kind as stored by [`SmsKind::as_str`]; an unknown name reads as
+    /// an unlock notice, the least sensitive kind.
+    pub fn from_stored(name: &str) -> Self {
+        match name {
+            "temp_password" => Self::TempPassword,
+            "notice_reset" => Self::NoticeReset,
+            _ => Self::NoticeUnlocked,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TempPassword => "temp_password",

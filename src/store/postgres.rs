@@ -74,14 +74,6 @@ async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<
     Ok(())
 }
 
-fn kind_of(s: &str) -> SmsKind {
-    match s {
-        "temp_password" => SmsKind::TempPassword,
-        "notice_reset" => SmsKind::NoticeReset,
-        _ => SmsKind::NoticeUnlocked,
-    }
-}
-
 struct PgTurn {
     tx: Transaction<'static, Postgres>,
     key: String,
@@ -133,7 +125,7 @@ impl TurnTx for PgTurn {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| (r.get("id"), kind_of(r.get("kind"))))
+            .map(|r| (r.get("id"), SmsKind::from_stored(r.get("kind"))))
             .collect())
     }
 
@@ -351,7 +343,7 @@ impl Store for PgStore {
             .into_iter()
             .map(|r| OutboxItem {
                 id: r.get("id"),
-                kind: kind_of(r.get("kind")),
+                kind: SmsKind::from_stored(r.get("kind")),
                 to: r.get("to_number"),
                 account: r.get("account_email"),
                 conversation_key: r.get("conversation_key"),

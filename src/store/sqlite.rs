@@ -96,14 +96,6 @@ async fn insert_audit(
     Ok(())
 }
 
-fn kind_of(s: &str) -> SmsKind {
-    match s {
-        "temp_password" => SmsKind::TempPassword,
-        "notice_reset" => SmsKind::NoticeReset,
-        _ => SmsKind::NoticeUnlocked,
-    }
-}
-
 fn uuid_of(s: &str) -> uuid::Uuid {
     uuid::Uuid::parse_str(s).unwrap_or_default()
 }
@@ -161,7 +153,7 @@ impl TurnTx for SqliteTurn {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| (uuid_of(r.get("id")), kind_of(r.get("kind"))))
+            .map(|r| (uuid_of(r.get("id")), SmsKind::from_stored(r.get("kind"))))
             .collect())
     }
 
@@ -376,7 +368,7 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|r| OutboxItem {
                 id: uuid_of(r.get("id")),
-                kind: kind_of(r.get("kind")),
+                kind: SmsKind::from_stored(r.get("kind")),
                 to: r.get("to_number"),
                 account: r.get("account_email"),
                 conversation_key: r.get("conversation_key"),

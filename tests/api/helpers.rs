@@ -288,23 +288,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let twilio = start_fake_twilio().await;
     let db = TestDb::create(dir.path()).await;
-    let mut env: HashMap<String, String> = [
-        ("DATABASE_URL", db.url()),
-        ("OUTBOX_KEY", OUTBOX_KEY.to_owned()),
-        ("OUTBOX_RETRY_BASE_MS", "1000".to_owned()),
-        ("OUTBOX_POLL_MS", "50".to_owned()),
-        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
-        ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
-        ("DIALOGS_DIR", dialogs_dir().display().to_string()),
-        ("SMS_PROVIDER", "twilio".to_owned()),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
-        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_owned()),
-        ("TWILIO_FROM_NUMBER", BOT_NUMBER.to_owned()),
-        ("TWILIO_API_BASE", twilio.uri()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let mut env = base_env(&db.url(), &twilio.uri());
     for (k, v) in options.env {
         env.insert(k.to_owned(), v);
     }
@@ -325,6 +309,29 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     app.start().await;
     app
+}
+
+/// The environment a test server starts with: the given database, Twilio
+/// (signed webhooks) against the fake at `twilio_uri`, a fixed outbox key
+/// and quick outbox polling.
+pub fn base_env(database_url: &str, twilio_uri: &str) -> HashMap<String, String> {
+    [
+        ("DATABASE_URL", database_url.to_owned()),
+        ("OUTBOX_KEY", OUTBOX_KEY.to_owned()),
+        ("OUTBOX_RETRY_BASE_MS", "1000".to_owned()),
+        ("OUTBOX_POLL_MS", "50".to_owned()),
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
+        ("DIALOGS_DIR", dialogs_dir().display().to_string()),
+        ("SMS_PROVIDER", "twilio".to_owned()),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_owned()),
+        ("TWILIO_FROM_NUMBER", BOT_NUMBER.to_owned()),
+        ("TWILIO_API_BASE", twilio_uri.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 pub fn dialogs_dir() -> PathBuf {

@@ -85,24 +85,8 @@ impl Cluster {
             name,
         };
         let (twilio, created) = start_fake_twilio_with_texts().await;
-        let mut vars: HashMap<String, String> = [
-            ("DATABASE_URL", db.url()),
-            ("OUTBOX_KEY", OUTBOX_KEY.to_owned()),
-            ("OUTBOX_RETRY_BASE_MS", "1000".to_owned()),
-            ("OUTBOX_POLL_MS", "50".to_owned()),
-            ("BIND_ADDR", "127.0.0.1:0".to_owned()),
-            ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
-            ("DIALOGS_DIR", dialogs_dir().display().to_string()),
-            ("SMS_PROVIDER", "twilio".to_owned()),
-            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
-            ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_owned()),
-            ("TWILIO_FROM_NUMBER", BOT_NUMBER.to_owned()),
-            ("TWILIO_API_BASE", twilio.uri()),
-            ("LOG_FORMAT", "json".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let mut vars = base_env(&db.url(), &twilio.uri());
+        vars.insert("LOG_FORMAT".to_owned(), "json".to_owned());
         for (k, v) in env {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
