@@ -62,8 +62,6 @@ pub struct Reply {
     pub choices: Vec<Choice>,
     /// The inbound text was a security answer (a chat may delete it).
     pub input_was_secret: bool,
-    /// The conversation has ended.
-    pub ended: bool,
     /// This was a repeated delivery, answered from the record.
     pub repeated: bool,
 }
@@ -179,7 +177,6 @@ impl Engine {
             parts: vec![self.dialog.wording.text("service_unavailable").to_owned()],
             choices: Vec::new(),
             input_was_secret: false,
-            ended: false,
             repeated: false,
         }
     }
@@ -197,7 +194,6 @@ impl Engine {
                 parts: vec![text],
                 choices: Vec::new(),
                 input_was_secret: false,
-                ended: false,
                 repeated: true,
             });
         }
@@ -285,7 +281,6 @@ impl Engine {
             parts,
             choices,
             input_was_secret,
-            ended: next_state.is_none(),
             repeated: false,
         };
         let queued = !turn.outbox.is_empty();

@@ -157,13 +157,6 @@ pub trait AccountDirectory: Directory {
     async fn upsert(&self, account: &NewAccount, now: DateTime<Utc>) -> Result<(), DirectoryError>;
     /// Lock an account, as the directory does after failed sign-ins.
     async fn lock(&self, email: &Email, now: DateTime<Utc>) -> Result<(), DirectoryError>;
-    /// Set a permanent password (operators and tests).
-    async fn set_password(
-        &self,
-        email: &Email,
-        password: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), DirectoryError>;
     /// Whether `password` is the account's current password.
     async fn verify_password(&self, email: &Email, password: &str) -> Result<bool, DirectoryError>;
     async fn view(&self, email: &Email) -> Result<Option<AccountView>, DirectoryError>;

@@ -6,7 +6,7 @@ use sqlx::{PgPool, Row};
 
 use super::{
     Account, AccountDirectory, AccountView, Directory, DirectoryError, NewAccount,
-    SecurityQuestion, hash_password_blocking, password_lifetime, verify_password_blocking,
+    SecurityQuestion, password_lifetime, verify_password_blocking,
 };
 use crate::domain::{Email, RegisteredMobile, parse_registered_mobile};
 
@@ -148,25 +148,6 @@ impl AccountDirectory for PgDirectory {
                 .bind(now)
                 .execute(&self.pool)
                 .await?,
-        )
-    }
-
-    async fn set_password(
-        &self,
-        email: &Email,
-        password: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), DirectoryError> {
-        let hash = hash_password_blocking(password).await?;
-        affected(
-            sqlx::query(
-                "UPDATE accounts SET password_hash = $2, password_set_at = $3, must_change_password = FALSE, updated_at = $3 WHERE email = $1",
-            )
-            .bind(email.as_str())
-            .bind(hash)
-            .bind(now)
-            .execute(&self.pool)
-            .await?,
         )
     }
 
