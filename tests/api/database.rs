@@ -49,33 +49,19 @@ async fn while_the_database_is_down_webhooks_answer_503_and_nothing_is_half_done
     app.text(EMAIL).await;
 
     set_allow_connections(&server, &name, false).await;
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let healthy = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(healthy.status(), 200, "the process itself is fine");
+    assert_eq!(app.get_status("/readyz").await, 503);
+    assert_eq!(
+        app.get_status("/healthz").await,
+        200,
+        "the process itself is fine"
+    );
     let sid = app.next_sid();
     let params = app.inbound_params(USER_PHONE, "3456", &sid);
     let response = app.post_signed(&params).await;
     assert_eq!(response.status(), 503, "Twilio should retry later");
 
     set_allow_connections(&server, &name, true).await;
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(app.get_status("/readyz").await, 200);
     // Twilio's retry of the same message is processed now, from the step
     // the conversation was at.
     let response = app.post_signed(&params).await;

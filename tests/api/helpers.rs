@@ -353,7 +353,10 @@ pub type CreatedTexts = Arc<Mutex<Vec<serde_json::Value>>>;
 /// that a test can mount scripted responders (see [`create_message_slowly`])
 /// that create messages the listing then finds.
 pub async fn start_fake_twilio_with_texts() -> (MockServer, CreatedTexts) {
-    let twilio = MockServer::start().await;
+    // A server of its own, not one from wiremock's pool: a server of an
+    // earlier test may still be finishing a text when that test ends, and
+    // must not reach a pooled fake that a later test now owns.
+    let twilio = MockServer::builder().start().await;
     let created: CreatedTexts = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .and(path(messages_path()))
@@ -593,6 +596,17 @@ impl TestApp {
     pub fn password_is(&self, email: &str, password: &str) -> bool {
         let (status, _, _) = self.cli(&["accounts", "verify-password", email], Some(password));
         status.success()
+    }
+
+    /// The status of `GET path` on the server.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
     }
 
     /// Texts the fake Twilio API received, in order (once the outbox has

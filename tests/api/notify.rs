@@ -59,7 +59,7 @@ impl Respond for FakeNotify {
 }
 
 async fn notify_app(secret: &str) -> (TestApp, FakeNotify) {
-    let server = MockServer::start().await;
+    let server = MockServer::builder().start().await;
     let fake = FakeNotify::default();
     Mock::given(method("POST"))
         .and(path("/v2/notifications/sms"))
@@ -145,7 +145,7 @@ async fn a_wrong_notify_secret_is_a_final_failure_and_the_password_is_restored()
 
 #[tokio::test]
 async fn without_a_twilio_auth_token_a_real_provider_takes_no_unsigned_webhooks() {
-    let server = MockServer::start().await;
+    let server = MockServer::builder().start().await;
     let app = spawn_app_with(Options {
         env: vec![
             ("SMS_PROVIDER", "notify".into()),

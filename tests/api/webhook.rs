@@ -234,20 +234,8 @@ async fn replies_are_twiml_and_xml_escaped() {
 #[tokio::test]
 async fn health_and_readiness() {
     let app = spawn_app().await;
-    let health = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(app.get_status("/healthz").await, 200);
+    assert_eq!(app.get_status("/readyz").await, 200);
 }
 
 #[tokio::test]
