@@ -92,15 +92,16 @@ fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<NewAccount
     };
     let mut questions = Vec::new();
     for n in 0..3 {
-        let (question, answer) = (row.get(6 + 2 * n), row.get(7 + 2 * n));
-        match (question.is_empty(), Answer::new(answer)) {
-            (true, _) if answer.is_empty() => {}
-            (true, _) => return Err(format!("answer{} has no question{}", n + 1, n + 1)),
-            (false, _) if answer.is_empty() => {
+        let (question, answer) = (row.get(6 + 2 * n), Answer::new(row.get(7 + 2 * n)));
+        // An answer is empty if nothing is left once normalised (" . ").
+        match (question.is_empty(), answer.is_empty()) {
+            (true, true) => {}
+            (true, false) => return Err(format!("answer{} has no question{}", n + 1, n + 1)),
+            (false, true) => {
                 return Err(format!("question{} has no answer{}", n + 1, n + 1));
             }
-            (false, normalised) => {
-                let hash = hash_answer(&normalised)
+            (false, false) => {
+                let hash = hash_answer(&answer)
                     .map_err(|e| format!("cannot hash answer{}: {e}", n + 1))?;
                 questions.push((question.to_owned(), hash));
             }

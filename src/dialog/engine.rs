@@ -96,7 +96,11 @@ fn parse_input(kind: InputKind, text: &str) -> Option<Input> {
     match kind {
         InputKind::Email => Email::parse(text).ok().map(Input::Email),
         InputKind::Last4 => Last4::parse(text).ok().map(Input::Last4),
-        InputKind::Answer => (!text.trim().is_empty()).then(|| Input::Answer(Answer::new(text))),
+        InputKind::Answer => {
+            // Nothing left once normalised (a lone full stop) is no answer.
+            let answer = Answer::new(text);
+            (!answer.is_empty()).then_some(Input::Answer(answer))
+        }
         InputKind::Option => match text.trim().trim_end_matches('.') {
             "1" => Some(Input::Option(1)),
             "2" => Some(Input::Option(2)),

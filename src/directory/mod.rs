@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Email, RegisteredMobile};
+use crate::domain::{AnswerHash, AnswerNormalisation, Email, RegisteredMobile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -46,7 +46,18 @@ pub enum AccountChange {
 pub struct SecurityQuestion {
     pub position: u32,
     pub text: String,
-    pub answer_hash: String,
+    pub answer_hash: AnswerHash,
+}
+
+/// A stored answer hash and the number of the normalisation it was made
+/// with (the `answer_normalisation` column).
+pub(crate) fn stored_answer(phc: String, normalisation: i64) -> Result<AnswerHash, DirectoryError> {
+    let normalisation = AnswerNormalisation::from_stored(normalisation).ok_or_else(|| {
+        DirectoryError::Unavailable(format!(
+            "a security answer was stored with normalisation {normalisation}, which this version of unlockbot does not know (was the database written by a newer one?)"
+        ))
+    })?;
+    Ok(AnswerHash { phc, normalisation })
 }
 
 /// What the unlock flow needs to know about an account.
@@ -88,7 +99,7 @@ pub struct NewAccount {
     pub synced_at: Option<DateTime<Utc>>,
     pub locked: bool,
     /// (question text, argon2id hash of the normalised answer)
-    pub questions: Vec<(String, String)>,
+    pub questions: Vec<(String, AnswerHash)>,
 }
 
 impl NewAccount {

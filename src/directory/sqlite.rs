@@ -6,7 +6,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     Account, AccountDirectory, AccountView, Directory, DirectoryError, NewAccount,
-    SecurityQuestion, password_lifetime, verify_password_blocking,
+    SecurityQuestion, password_lifetime, stored_answer, verify_password_blocking,
 };
 use crate::domain::{Email, RegisteredMobile, parse_registered_mobile};
 use crate::store::sqlite::{from_millis, to_millis};
@@ -47,18 +47,23 @@ impl Directory for SqliteDirectory {
             return Ok(None);
         };
         let questions = sqlx::query(
-            "SELECT position, question, answer_hash FROM security_questions WHERE account_email = $1 ORDER BY position",
+            "SELECT position, question, answer_hash, answer_normalisation FROM security_questions WHERE account_email = $1 ORDER BY position",
         )
         .bind(email.as_str())
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(|q| SecurityQuestion {
-            position: u32::try_from(q.get::<i64, _>("position")).unwrap_or_default(),
-            text: q.get("question"),
-            answer_hash: q.get("answer_hash"),
+        .map(|q| {
+            Ok(SecurityQuestion {
+                position: u32::try_from(q.get::<i64, _>("position")).unwrap_or_default(),
+                text: q.get("question"),
+                answer_hash: stored_answer(
+                    q.get("answer_hash"),
+                    q.get::<i64, _>("answer_normalisation"),
+                )?,
+            })
         })
-        .collect();
+        .collect::<Result<_, DirectoryError>>()?;
         // A stored number that no longer parses is treated like no mobile at
         // all: the user is sent to their Local Administrator.
         let mobile = row
@@ -131,12 +136,13 @@ impl AccountDirectory for SqliteDirectory {
             .await?;
         for (position, (question, hash)) in (1_i64..).zip(&a.questions) {
             sqlx::query(
-                "INSERT INTO security_questions (account_email, position, question, answer_hash) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO security_questions (account_email, position, question, answer_hash, answer_normalisation) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(a.email.as_str())
             .bind(position)
             .bind(question)
-            .bind(hash)
+            .bind(&hash.phc)
+            .bind(hash.normalisation.as_stored())
             .execute(&mut *tx)
             .await?;
         }

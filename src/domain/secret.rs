@@ -13,7 +13,6 @@ use argon2::{
     password_hash::{self, PasswordHasher, PasswordVerifier, phc::PasswordHash},
 };
 use rand::{RngExt, seq::SliceRandom};
-use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 /// Minimum length, in characters, of any password we set or accept.
@@ -156,24 +155,49 @@ pub fn meets_ad_complexity(pw: &str) -> bool {
         >= 3
 }
 
-/// A security-question answer, normalised so that trivial differences in
-/// how the user types it do not matter.
-///
-/// Normalisation: Unicode NFKC (so composed and decomposed accents, and
-/// full-width letters, compare equal), leading/trailing whitespace removed,
-/// runs of inner whitespace collapsed to one space, lower-cased
-/// (Unicode-aware). No
-/// `Display`, no `Serialize`, redacted `Debug`; only ever hashed
-/// ([`hash_answer`]) or checked ([`verify_answer`]).
-pub struct Answer(SecretString);
+/// How an answer is normalised before it is hashed. Each stored answer
+/// records the normalisation it was made with, so that a change here never
+/// stops an enrolled answer from verifying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnswerNormalisation {
+    /// Unicode NFKC, whitespace trimmed and collapsed, lower-cased.
+    V1,
+    /// As [`V1`](Self::V1), and also: typographic quotes, apostrophes and
+    /// dashes (what phones type by default) read as their plain forms, and
+    /// full stops at the end ignored.
+    V2,
+}
 
-impl Answer {
-    /// Normalises `raw` (see the type's docs).
-    pub fn new(raw: &str) -> Answer {
+impl AnswerNormalisation {
+    /// What new answers are hashed with.
+    pub const CURRENT: Self = Self::V2;
+
+    /// The number stored beside a hash.
+    pub fn as_stored(self) -> i32 {
+        match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        }
+    }
+
+    /// The normalisation a stored number names, if this version knows it.
+    pub fn from_stored(n: i64) -> Option<Self> {
+        match n {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+
+    /// `raw` as this normalisation makes it.
+    pub fn apply(self, raw: &str) -> Zeroizing<String> {
         use unicode_normalization::UnicodeNormalization;
         // Compatibility-compose first, so that "é" typed as one character or
         // as "e" + accent (phones differ), and full-width letters, compare equal.
-        let composed = Zeroizing::new(raw.nfkc().collect::<String>());
+        let composed: Zeroizing<String> = match self {
+            Self::V1 => Zeroizing::new(raw.nfkc().collect()),
+            Self::V2 => Zeroizing::new(raw.nfkc().map(plain_punctuation).collect()),
+        };
         let mut collapsed = Zeroizing::new(String::with_capacity(composed.len()));
         for (i, word) in composed.split_whitespace().enumerate() {
             if i > 0 {
@@ -181,23 +205,80 @@ impl Answer {
             }
             collapsed.push_str(word);
         }
-        Answer(SecretString::from(collapsed.to_lowercase()))
+        let mut out = Zeroizing::new(collapsed.to_lowercase());
+        if self == Self::V2 {
+            // "LEEDS." (a phone adds the full stop after a double space).
+            let kept = out
+                .trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+                .len();
+            out.truncate(kept);
+        }
+        out
+    }
+}
+
+/// The plain character for a typographic one a phone keyboard types in its
+/// place (iOS and Android "smart punctuation").
+fn plain_punctuation(c: char) -> char {
+    match c {
+        // ‘ ’ ‚ ‛ ′ ʼ ` ´
+        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{02BC}' | '`'
+        | '\u{00B4}' => '\'',
+        // “ ” „ ‟ ″
+        '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' => '"',
+        // ‐ ‑ ‒ – — ―  and the minus sign
+        '\u{2010}' | '\u{2011}' | '\u{2012}' | '\u{2013}' | '\u{2014}' | '\u{2015}'
+        | '\u{2212}' => '-',
+        other => other,
+    }
+}
+
+/// A security-question answer as the user typed it, normalised only when it
+/// is hashed or checked (with the normalisation the stored hash was made
+/// with, see [`AnswerNormalisation`]), so that trivial differences in how
+/// the user types it do not matter.
+///
+/// No `Display`, no `Serialize`, redacted `Debug`, zeroed on drop; only ever
+/// hashed ([`hash_answer`]) or checked ([`verify_answer`]).
+pub struct Answer(Zeroizing<String>);
+
+impl Answer {
+    /// Keeps `raw` for hashing or checking.
+    pub fn new(raw: &str) -> Answer {
+        Answer(Zeroizing::new(raw.to_owned()))
     }
 
     /// Whether the answer is empty after normalisation (the user sent only
-    /// whitespace).
+    /// whitespace, or only a full stop).
     pub fn is_empty(&self) -> bool {
-        self.0.expose_secret().is_empty()
+        self.normalised(AnswerNormalisation::CURRENT).is_empty()
     }
 
-    fn expose(&self) -> &str {
-        self.0.expose_secret()
+    fn normalised(&self, how: AnswerNormalisation) -> Zeroizing<String> {
+        how.apply(&self.0)
     }
 }
 
 impl fmt::Debug for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Answer(***)")
+    }
+}
+
+/// A stored answer: the argon2id PHC string of the normalised answer, and
+/// the normalisation it was made with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AnswerHash {
+    pub phc: String,
+    pub normalisation: AnswerNormalisation,
+}
+
+impl fmt::Debug for AnswerHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnswerHash")
+            .field("phc", &"***")
+            .field("normalisation", &self.normalisation)
+            .finish()
     }
 }
 
@@ -219,19 +300,38 @@ fn verify_bytes(secret: &[u8], phc: &str) -> bool {
     hasher().verify_password(secret, &parsed).is_ok()
 }
 
-/// Hashes a normalised answer with argon2id and a fresh random salt,
-/// returning a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+/// Hashes an answer, normalised the [current](AnswerNormalisation::CURRENT)
+/// way, with argon2id and a fresh random salt (PHC string
+/// `$argon2id$v=19$m=19456,t=2,p=1$…`).
 ///
 /// # Errors
 /// [`HashError`] if argon2 fails.
-pub fn hash_answer(answer: &Answer) -> Result<String, HashError> {
-    hash_bytes(answer.expose().as_bytes())
+pub fn hash_answer(answer: &Answer) -> Result<AnswerHash, HashError> {
+    let normalisation = AnswerNormalisation::CURRENT;
+    Ok(AnswerHash {
+        phc: hash_bytes(answer.normalised(normalisation).as_bytes())?,
+        normalisation,
+    })
 }
 
-/// Checks a normalised answer against a PHC string from [`hash_answer`].
-/// `false` on mismatch and on a malformed or unsupported hash.
-pub fn verify_answer(answer: &Answer, phc: &str) -> bool {
-    verify_bytes(answer.expose().as_bytes(), phc)
+/// Checks an answer against a stored hash, normalising it the way the hash
+/// was made. An answer stored before [`AnswerNormalisation::V2`] is also
+/// tried with typographic punctuation made plain and a final full stop
+/// dropped (what the user most likely meant), so phones' curly apostrophes
+/// are forgiven for it too. `false` on mismatch and on a malformed or
+/// unsupported hash.
+pub fn verify_answer(answer: &Answer, stored: &AnswerHash) -> bool {
+    let first = answer.normalised(stored.normalisation);
+    if verify_bytes(first.as_bytes(), &stored.phc) {
+        return true;
+    }
+    match stored.normalisation {
+        AnswerNormalisation::V2 => false,
+        AnswerNormalisation::V1 => {
+            let plain = AnswerNormalisation::V1.apply(&AnswerNormalisation::V2.apply(&answer.0));
+            *plain != *first && verify_bytes(plain.as_bytes(), &stored.phc)
+        }
+    }
 }
 
 /// Hashes an account password with argon2id (as [`hash_answer`]; the
@@ -347,21 +447,88 @@ mod tests {
         assert!(!meets_ad_complexity(""));
     }
 
+    fn norm(raw: &str) -> String {
+        AnswerNormalisation::CURRENT.apply(raw).to_string()
+    }
+
     #[test]
     fn answer_normalisation() {
-        let a = Answer::new("  Fluffy   the  CAT ");
-        let b = Answer::new("fluffy the cat");
-        assert_eq!(a.expose(), b.expose());
-        assert_eq!(a.expose(), "fluffy the cat");
-        assert_eq!(Answer::new("\tÉCOLE\n Straße ").expose(), "école straße");
+        assert_eq!(norm("  Fluffy   the  CAT "), "fluffy the cat");
+        assert_eq!(norm("\tÉCOLE\n Straße "), "école straße");
         assert!(Answer::new(" \n\t ").is_empty());
-        assert!(!a.is_empty());
+        assert!(!Answer::new("Fluffy").is_empty());
         // Composed and decomposed accents, and full-width letters, are equal.
+        assert_eq!(norm("Zoe\u{0301}"), norm("Zo\u{e9}"));
+        assert_eq!(norm("\u{ff2c}eeds"), "leeds");
+        // Welsh circumflexes are letters, kept.
+        assert_eq!(norm("Caerdydd Ŵyr"), "caerdydd ŵyr");
+    }
+
+    #[test]
+    fn phone_punctuation_is_read_as_plain() {
+        assert_eq!(norm("O\u{2019}Neill"), "o'neill");
+        assert_eq!(norm("\u{2018}Rover\u{2019}"), "'rover'");
+        assert_eq!(norm("\u{201C}Bob\u{201D}"), "\"bob\"");
+        assert_eq!(norm("Smith\u{2013}Jones"), "smith-jones");
+        assert_eq!(norm("LEEDS."), "leeds");
+        assert_eq!(norm("Leeds .  "), "leeds");
+        assert_eq!(norm("St. Albans"), "st. albans", "only the end");
+        assert!(Answer::new(" . ").is_empty());
+        // The first normalisation did none of this.
         assert_eq!(
-            Answer::new("Zoe\u{0301}").expose(),
-            Answer::new("Zo\u{e9}").expose()
+            &*AnswerNormalisation::V1.apply("O\u{2019}Neill."),
+            "o\u{2019}neill."
         );
-        assert_eq!(Answer::new("\u{ff2c}eeds").expose(), "leeds");
+    }
+
+    #[test]
+    fn stored_numbers_round_trip() {
+        for n in [AnswerNormalisation::V1, AnswerNormalisation::V2] {
+            assert_eq!(
+                AnswerNormalisation::from_stored(n.as_stored().into()),
+                Some(n)
+            );
+        }
+        assert_eq!(AnswerNormalisation::from_stored(0), None);
+        assert_eq!(AnswerNormalisation::from_stored(3), None);
+    }
+
+    #[test]
+    fn answers_typed_on_a_phone_verify() {
+        let neill = hash_answer(&Answer::new("O'Neill")).unwrap();
+        assert_eq!(neill.normalisation, AnswerNormalisation::CURRENT);
+        assert!(verify_answer(&Answer::new("O\u{2019}Neill"), &neill));
+        assert!(verify_answer(&Answer::new("o\u{2019}neill."), &neill));
+        assert!(!verify_answer(&Answer::new("ONeill"), &neill));
+        let leeds = hash_answer(&Answer::new("Leeds")).unwrap();
+        assert!(verify_answer(&Answer::new("LEEDS."), &leeds));
+        // Enrolled the phone's way, checked the plain way.
+        let curly = hash_answer(&Answer::new("D\u{2019}Arcy.")).unwrap();
+        assert!(verify_answer(&Answer::new("d'arcy"), &curly));
+    }
+
+    /// A hash as the first normalisation made it (before answers recorded
+    /// their normalisation).
+    fn v1_hash(raw: &str) -> AnswerHash {
+        AnswerHash {
+            phc: hash_bytes(AnswerNormalisation::V1.apply(raw).as_bytes()).unwrap(),
+            normalisation: AnswerNormalisation::V1,
+        }
+    }
+
+    #[test]
+    fn answers_enrolled_before_keep_verifying() {
+        let old = v1_hash("O'Neill");
+        assert!(verify_answer(&Answer::new(" o'NEILL "), &old));
+        // and are forgiven the phone's punctuation too
+        assert!(verify_answer(&Answer::new("O\u{2019}Neill."), &old));
+        assert!(!verify_answer(&Answer::new("O Neill"), &old));
+        // An answer enrolled with a final full stop still wants it.
+        let dotted = v1_hash("Leeds.");
+        assert!(verify_answer(&Answer::new("leeds."), &dotted));
+        // Enrolled with a curly apostrophe: typed the same way, it verifies.
+        let curly = v1_hash("D\u{2019}Arcy");
+        assert!(verify_answer(&Answer::new("d\u{2019}arcy"), &curly));
     }
 
     #[test]
@@ -370,18 +537,20 @@ mod tests {
         let dbg = format!("{a:?}");
         assert_eq!(dbg, "Answer(***)");
         assert!(!dbg.to_lowercase().contains("fluffy"));
+        let h = hash_answer(&a).unwrap();
+        assert!(!format!("{h:?}").contains(&h.phc));
     }
 
     #[test]
     fn answer_hash_roundtrip() {
-        let phc = hash_answer(&Answer::new("Fluffy the Cat")).unwrap();
-        assert!(phc.starts_with("$argon2id$"), "{phc}");
-        assert!(!phc.contains("fluffy"));
-        assert!(verify_answer(&Answer::new("  fluffy   THE cat"), &phc));
-        assert!(!verify_answer(&Answer::new("fluffy the dog"), &phc));
+        let hash = hash_answer(&Answer::new("Fluffy the Cat")).unwrap();
+        assert!(hash.phc.starts_with("$argon2id$"), "{}", hash.phc);
+        assert!(!hash.phc.contains("fluffy"));
+        assert!(verify_answer(&Answer::new("  fluffy   THE cat"), &hash));
+        assert!(!verify_answer(&Answer::new("fluffy the dog"), &hash));
         // Salted: same input, different hash.
         let again = hash_answer(&Answer::new("fluffy the cat")).unwrap();
-        assert_ne!(phc, again);
+        assert_ne!(hash.phc, again.phc);
         assert!(verify_answer(&Answer::new("fluffy the cat"), &again));
     }
 
@@ -404,7 +573,13 @@ mod tests {
             "$argon2id$v=19$m=19456,t=2,p=1$",
         ] {
             assert!(!verify_password("whatever", bad), "{bad:?}");
-            assert!(!verify_answer(&Answer::new("whatever"), bad), "{bad:?}");
+            for normalisation in [AnswerNormalisation::V1, AnswerNormalisation::V2] {
+                let stored = AnswerHash {
+                    phc: bad.to_owned(),
+                    normalisation,
+                };
+                assert!(!verify_answer(&Answer::new("whatever"), &stored), "{bad:?}");
+            }
         }
     }
 }

@@ -227,12 +227,12 @@ impl Unlock {
         let email = Self::email(turn)?;
         let account = self.account(turn).await?;
         let position = turn.state.questions.get(turn.state.answered).copied();
-        let hash = account
+        let stored = account
             .as_ref()
             .and_then(|a| a.questions.iter().find(|q| Some(q.position) == position))
             .map(|q| q.answer_hash.clone());
-        let right = match hash {
-            Some(hash) => tokio::task::spawn_blocking(move || verify_answer(&answer, &hash))
+        let right = match stored {
+            Some(stored) => tokio::task::spawn_blocking(move || verify_answer(&answer, &stored))
                 .await
                 .map_err(|e| TurnError::Internal(format!("answer check failed: {e}")))?,
             None => false,

@@ -227,6 +227,30 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Run one statement (SQL common to both backends).
+    pub async fn execute(&self, sql: String) {
+        match self {
+            TestDb::Sqlite(_) => {
+                let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+            TestDb::Postgres { .. } => {
+                let pool = sqlx::PgPool::connect(&self.url()).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let TestDb::Postgres { server, name } = self {
