@@ -101,7 +101,10 @@ pub async fn chat(services: &mut Services) -> anyhow::Result<()> {
     // from a database that `serve` also uses.
     let worker = services.worker.take().map(|mut w| {
         w.only_conversation = Some(crate::channels::terminal::conversation_key().to_string());
-        tokio::spawn(w.run(stop_rx))
+        tokio::spawn(async move {
+            w.run_borrowed(stop_rx).await;
+            w
+        })
     });
     let result = crate::channels::terminal::run(
         services.engine.clone(),
@@ -109,11 +112,12 @@ pub async fn chat(services: &mut Services) -> anyhow::Result<()> {
         tokio::io::stdout(),
     )
     .await;
-    // Let texts queued by the last turn go out before leaving.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let _ = stop_tx.send(true);
     if let Some(worker) = worker {
-        let _ = worker.await;
+        // Texts queued by the last turns go out before leaving (those
+        // waiting for a retry stay queued, for the next chat).
+        let worker = worker.await.context("the outbox worker failed")?;
+        while worker.deliver_next().await? {}
     }
     result
 }
@@ -144,18 +148,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Chat => {
             eprintln!("!!! {} !!!", ConsoleSender::WARNING);
-            let services = Services::build(
+            let mut services = Services::build(
                 &settings,
                 Arc::new(SystemClock),
                 Some(Arc::new(ConsoleSender::default())),
             )
             .await?;
-            crate::channels::terminal::run(
-                services.engine,
-                tokio::io::stdin(),
-                tokio::io::stdout(),
-            )
-            .await?;
+            chat(&mut services).await?;
         }
         Command::Demo => demo::run(settings).await?,
         Command::Accounts(command) => return accounts_command(&settings, command, &clock).await,

@@ -218,7 +218,12 @@ pub struct OutboxWorker {
 
 impl OutboxWorker {
     /// Run until `stop` changes; a text being sent is finished first.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        self.run_borrowed(stop).await
+    }
+
+    /// [`run`](Self::run), keeping the worker for its caller.
+    pub async fn run_borrowed(&self, mut stop: watch::Receiver<bool>) {
         let mut last_prune: Option<std::time::Instant> = None;
         loop {
             if *stop.borrow() {

@@ -7,6 +7,7 @@ mod notify;
 
 mod answers;
 mod bad_input;
+mod chat;
 mod cli;
 mod conversation;
 mod database;
