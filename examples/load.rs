@@ -723,20 +723,22 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
     })
     .await??;
     let argon2_hash = seeding.elapsed() / QUESTIONS.len() as u32;
-    let directory = app.services.directory.clone();
+    let (directory, enrolments) = (
+        app.services.accounts.clone(),
+        app.services.enrolments.clone(),
+    );
     let now = chrono::Utc::now();
     let mut accounts = Vec::with_capacity(args.conversations);
     for i in 0..args.conversations {
         let (seed, mut account) = seed_account(i)?;
         account.questions = hashes.clone();
-        directory
-            .upsert(&account, now)
+        unlockbot::accounts::save(directory.as_ref(), enrolments.as_ref(), &account, now)
             .await
             .with_context(|| format!("cannot seed {}", seed.email))?;
         accounts.push(seed);
     }
     let seeded_in = seeding.elapsed();
-    drop(directory);
+    drop((directory, enrolments));
 
     let (server_stop, server_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {

@@ -9,10 +9,11 @@ use std::io::Read;
 
 use chrono::{DateTime, Utc};
 
-use crate::directory::{AccountDirectory, NewAccount};
+use crate::directory::{AccountDirectory, AccountId, NewAccount};
 use crate::domain::{
     Answer, Email, PhoneError, RegisteredMobile, hash_answer, parse_registered_mobile,
 };
+use crate::enrolment::{Enrolments, NewQuestion};
 
 pub const COLUMNS: [&str; 12] = [
     "email",
@@ -118,10 +119,39 @@ fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<NewAccount
     })
 }
 
+/// Store one account in the built-in directory and enrol its questions
+/// (the built-in directory's id for an account is its email).
+pub async fn save(
+    directory: &dyn AccountDirectory,
+    enrolments: &dyn Enrolments,
+    account: &NewAccount,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    directory.upsert(account, now).await?;
+    let questions: Vec<NewQuestion> = account
+        .questions
+        .iter()
+        .map(|(question, answer_hash)| NewQuestion {
+            question: question.clone(),
+            answer_hash: answer_hash.clone(),
+        })
+        .collect();
+    enrolments
+        .enrol(
+            &AccountId::new(account.email.as_str()),
+            &account.email,
+            &questions,
+            now,
+        )
+        .await?;
+    Ok(())
+}
+
 /// Import accounts from CSV. Returns an error only when the file as a whole
 /// cannot be read (or the database fails); bad rows are in the report.
 pub async fn import_csv(
     directory: &dyn AccountDirectory,
+    enrolments: &dyn Enrolments,
     input: impl Read,
     allow_crown_dependencies: bool,
     now: DateTime<Utc>,
@@ -168,7 +198,7 @@ pub async fn import_csv(
         .await?;
         match parsed {
             Ok(account) => {
-                directory.upsert(&account, now).await?;
+                save(directory, enrolments, &account, now).await?;
                 if let Some(RegisteredMobile::NonUk { .. }) = account.mobile {
                     report
                         .disabled

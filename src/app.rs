@@ -8,8 +8,11 @@ use tokio::sync::watch;
 
 use crate::channels::telegram::{self, TelegramChannel};
 use crate::clock::{Clock, SystemClock};
-use crate::dialog::{self, Engine, EngineConfig};
+use crate::dialog;
+use crate::directory::builtin::BuiltinDirectory;
 use crate::directory::{AccountDirectory, Directory};
+use crate::engine::{Engine, EngineConfig};
+use crate::enrolment::{Enrolments, SqlEnrolments};
 use crate::http::{AppState, router};
 use crate::settings::{Settings, SmsProvider, TelegramMode};
 use crate::sms::SmsSender;
@@ -17,14 +20,63 @@ use crate::sms::console::ConsoleSender;
 use crate::sms::notify::NotifySender;
 use crate::sms::outbox::{OutboxKey, OutboxWorker};
 use crate::sms::twilio::TwilioSender;
-use crate::store::{Database, Store};
+use crate::sql::SqlPool;
+use crate::store::{Store, StoreError};
 use crate::unlock::{Unlock, UnlockPolicy};
+
+/// The bot's own database: the store, the built-in account directory and
+/// the enrolled security questions, on one connection pool.
+pub struct Database {
+    pub store: Arc<dyn Store>,
+    pub builtin: Arc<BuiltinDirectory>,
+    pub enrolments: Arc<dyn Enrolments>,
+}
+
+impl Database {
+    /// Connect to `url` (`sqlite://…` or `postgres://…`), applying migrations.
+    pub async fn connect(url: &str, allow_crown_dependencies: bool) -> Result<Self, StoreError> {
+        let (store, pool): (Arc<dyn Store>, SqlPool) = if url.starts_with("sqlite:") {
+            let pool = crate::store::sqlite::connect(url).await?;
+            (
+                Arc::new(crate::store::sqlite::SqliteStore::new(pool.clone())),
+                SqlPool::Sqlite(pool),
+            )
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = crate::store::postgres::connect(url).await?;
+            (
+                Arc::new(crate::store::postgres::PgStore::new(pool.clone(), url).await?),
+                SqlPool::Postgres(pool),
+            )
+        } else {
+            return Err(StoreError::Unsupported(
+                "use sqlite://FILE or postgres://USER@HOST/DB".into(),
+            ));
+        };
+        Ok(Self {
+            store,
+            builtin: Arc::new(BuiltinDirectory::new(
+                pool.clone(),
+                allow_crown_dependencies,
+            )),
+            enrolments: Arc::new(SqlEnrolments::new(pool)),
+        })
+    }
+
+    /// The directory the settings choose (`DIRECTORY`).
+    pub async fn directory(&self, _settings: &Settings) -> anyhow::Result<Arc<dyn Directory>> {
+        Ok(self.builtin.clone())
+    }
+}
 
 /// The service's parts, built from settings; shared by `serve` and `chat`.
 pub struct Services {
     pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
-    pub directory: Arc<dyn AccountDirectory>,
+    /// The configured directory (`DIRECTORY`).
+    pub directory: Arc<dyn Directory>,
+    /// The built-in directory's administration (import, demo).
+    pub accounts: Arc<dyn AccountDirectory>,
+    pub enrolments: Arc<dyn Enrolments>,
     /// Delivers queued texts; `Application` runs it beside the server.
     pub worker: Option<OutboxWorker>,
 }
@@ -61,9 +113,10 @@ impl Services {
             ..UnlockPolicy::default()
         };
         let block_rule = policy.block_rule();
-        let directory: Arc<dyn Directory> = database.directory.clone();
+        let directory = database.directory(settings).await?;
         let unlock = Unlock::new(
             directory.clone(),
+            database.enrolments.clone(),
             database.store.clone(),
             outbox_key.clone(),
             dialog.clone(),
@@ -87,7 +140,7 @@ impl Services {
         let worker = OutboxWorker {
             store: database.store.clone(),
             sender: sms,
-            directory,
+            directory: directory.clone(),
             key: outbox_key,
             clock,
             policy: settings.outbox.clone(),
@@ -97,7 +150,9 @@ impl Services {
         Ok(Self {
             engine,
             store: database.store,
-            directory: database.directory,
+            directory,
+            accounts: database.builtin,
+            enrolments: database.enrolments,
             worker: Some(worker),
         })
     }

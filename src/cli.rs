@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::accounts;
-use crate::app::{Application, Services};
+use crate::app::{Application, Database, Services};
 use crate::clock::{Clock, SystemClock};
 use crate::demo;
 use crate::dialog;
@@ -19,7 +19,6 @@ use crate::domain::Email;
 use crate::settings::Settings;
 use crate::sms::console::ConsoleSender;
 use crate::sms::outbox::OutboxKey;
-use crate::store::Database;
 use crate::telemetry;
 
 #[derive(Parser)]
@@ -201,13 +200,14 @@ async fn accounts_command(
     clock: &dyn Clock,
 ) -> anyhow::Result<ExitCode> {
     let database = open_database(settings).await?;
-    let directory: &dyn AccountDirectory = database.directory.as_ref();
+    let directory: &dyn AccountDirectory = database.builtin.as_ref();
     match command {
         AccountsCommand::Import { file } => {
             let input = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
             let report = accounts::import_csv(
                 directory,
+                database.enrolments.as_ref(),
                 input,
                 settings.allow_crown_dependencies,
                 clock.now(),
@@ -234,9 +234,20 @@ async fn accounts_command(
         }
         AccountsCommand::Show { email, json } => {
             let email = parse_email(&email)?;
-            let Some(view) = directory.view(&email).await? else {
+            let configured = database.directory(settings).await?;
+            let Some(mut view) = configured.view(&email, clock.now()).await? else {
                 eprintln!("no account {email}");
                 return Ok(ExitCode::FAILURE);
+            };
+            view.security_questions = match configured.find(&email).await? {
+                Some(account) => database
+                    .enrolments
+                    .questions(&account.account.id, &email)
+                    .await?
+                    .into_iter()
+                    .map(|q| q.text)
+                    .collect(),
+                None => Vec::new(),
             };
             if json {
                 println!("{}", serde_json::to_string(&view)?);

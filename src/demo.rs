@@ -141,7 +141,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             locked: s.locked,
             questions,
         };
-        services.directory.upsert(&account, now).await?;
+        crate::accounts::save(
+            services.accounts.as_ref(),
+            services.enrolments.as_ref(),
+            &account,
+            now,
+        )
+        .await?;
     }
     println!(
         "=== unlockbot DEMO: separate database unlockbot-demo.sqlite, SAMPLE accounts only ==="

@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::channels::sms_twilio;
 use crate::channels::telegram::{self, TelegramChannel};
-use crate::dialog::Engine;
+use crate::engine::Engine;
 use crate::store::Store;
 
 /// Largest request body accepted (413 beyond).

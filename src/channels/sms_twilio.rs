@@ -14,8 +14,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use secrecy::ExposeSecret;
 use sha1::Sha1;
 
-use crate::dialog::Inbound;
 use crate::domain::{Channel, ConversationKey, parse_any_e164};
+use crate::engine::Inbound;
 use crate::http::AppState;
 
 pub const PATH: &str = "/sms/twilio";

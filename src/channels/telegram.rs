@@ -27,8 +27,8 @@ use teloxide::types::{
 };
 use tokio::sync::watch;
 
-use crate::dialog::{Engine, Inbound, Reply, TurnError};
 use crate::domain::{Channel, ConversationKey};
+use crate::engine::{Engine, Inbound, Reply, TurnError};
 use crate::http::AppState;
 use crate::settings::TelegramBot;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::dialog::{Engine, Inbound};
 use crate::domain::{Channel, ConversationKey};
+use crate::engine::{Engine, Inbound};
 
 /// The terminal's one conversation.
 pub fn conversation_key() -> ConversationKey {

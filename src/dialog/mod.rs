@@ -1,11 +1,10 @@
-//! The dialog engine: the conversation is data (`dialogs/`), loaded and
-//! validated by [`spec`], and run one turn at a time by [`engine`].
+//! The conversation as data (`dialogs/`), loaded and validated by [`spec`],
+//! its wording rendered by [`render`], and the state a conversation keeps.
+//! It is run one turn at a time by [`crate::engine`].
 
-pub mod engine;
 pub mod render;
 pub mod spec;
 
-pub use engine::{Choice, Engine, EngineConfig, Inbound, Reply, TurnError};
 pub use spec::{ActionKind, Dialog, DialogError, Fact, InputKind, Outcome};
 
 use serde::{Deserialize, Serialize};

@@ -84,9 +84,16 @@ impl ActionKind {
         use Outcome::*;
         match self {
             Self::LookupAccount => &[Next],
-            Self::CheckMobileDigits => &[Verified, Failed, Disabled],
+            Self::CheckMobileDigits => &[Verified, Failed, Disabled, DirectoryDisabled],
             Self::CheckAnswer => &[NextQuestion, Verified, Failed],
-            Self::ChooseOption => &[Unlocked, NotLocked, ResetSent, ResetWaiting],
+            Self::ChooseOption => &[
+                Unlocked,
+                NotLocked,
+                ResetSent,
+                ResetWaiting,
+                NotChanged,
+                DirectoryDisabled,
+            ],
         }
     }
 }
@@ -103,10 +110,15 @@ pub enum Outcome {
     NotLocked,
     ResetSent,
     ResetWaiting,
+    /// The directory did not make the change (unreachable, timed out, or
+    /// refused every temporary password): the account is as it was.
+    NotChanged,
+    /// The directory reports the account disabled.
+    DirectoryDisabled,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 9] = [
+    const ALL: [Outcome; 11] = [
         Self::Next,
         Self::Verified,
         Self::Failed,
@@ -116,6 +128,8 @@ impl Outcome {
         Self::NotLocked,
         Self::ResetSent,
         Self::ResetWaiting,
+        Self::NotChanged,
+        Self::DirectoryDisabled,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -128,6 +142,8 @@ impl Outcome {
             Self::NotLocked => "not_locked",
             Self::ResetSent => "reset_sent",
             Self::ResetWaiting => "reset_waiting",
+            Self::NotChanged => "not_changed",
+            Self::DirectoryDisabled => "directory_disabled",
         }
     }
     fn parse(s: &str) -> Option<Self> {

@@ -1,22 +1,30 @@
-//! The account directory: where accounts, their registered mobiles, security
-//! questions and passwords live. The built-in one is the service's own
-//! database ([`sqlite::SqliteDirectory`], [`postgres::PgDirectory`]); a real
-//! directory (LDAP / Active Directory) is another implementation of
-//! [`Directory`].
+//! The account directory: where accounts, their registered mobiles and
+//! passwords live, behind the [`Directory`] trait. The built-in one is the
+//! service's own database ([`builtin::BuiltinDirectory`]); a real directory
+//! (Active Directory or OpenLDAP: [`ldap`]) is another implementation.
+//! Security questions are not in the directory: see [`crate::enrolment`].
 
-pub mod postgres;
-pub mod sqlite;
+pub mod builtin;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{AnswerHash, AnswerNormalisation, Email, RegisteredMobile};
+use crate::domain::{AnswerHash, Email, RegisteredMobile, TempPassword};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
+    /// The directory could not be reached, or did not answer in time.
     #[error("directory unavailable: {0}")]
     Unavailable(String),
+    /// The directory refused a new password under its password policy
+    /// (history, length, complexity). Nothing was changed.
+    #[error("refused by the directory's password policy: {0}")]
+    RefusedByPolicy(String),
+    /// The directory refused the change for another reason (for example
+    /// the service account may not write the attribute). Nothing was changed.
+    #[error("refused by the directory: {0}")]
+    Refused(String),
     #[error("no such account")]
     NotFound,
 }
@@ -27,18 +35,66 @@ impl From<sqlx::Error> for DirectoryError {
     }
 }
 
-/// A change to an account decided by a turn. The built-in directory lives
-/// in the service's own database, so the store applies these in the turn's
-/// transaction, together with the texts they cause: an unlock or a reset
-/// and its outbox rows commit together or not at all.
-#[derive(Debug, Clone)]
-pub enum AccountChange {
+/// The directory's stable identifier for an account (the built-in
+/// directory's email, `objectGUID` on Active Directory, `entryUUID` on
+/// OpenLDAP): enrolled security questions follow it when an account is
+/// renamed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Which account a command is for, as the directory found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRef {
+    pub id: AccountId,
+    pub email: Email,
+    /// The directory's own handle for the account (the entry's DN on LDAP,
+    /// the email in the built-in directory).
+    pub locator: String,
+}
+
+/// A change to an account decided by a turn and applied by the configured
+/// directory before the turn commits: a text announcing it is queued only
+/// once the directory has accepted it.
+#[derive(Debug)]
+pub enum AccountCommand {
     /// Clear the lockout; the current password keeps working.
-    Unlock { email: Email },
-    /// Unlock and set a temporary password (argon2id hash) that must be
-    /// changed at next sign-in, keeping the one it replaces so that it can
-    /// be restored if the text carrying the new one finally fails.
-    SetTemporaryPassword { email: Email, password_hash: String },
+    Unlock { account: AccountRef },
+    /// Unlock and set this temporary password, which must be changed at
+    /// the next sign-in. Applied as one change: if the directory refuses the
+    /// password, the account is left exactly as it was (still locked).
+    SetTemporaryPassword {
+        account: AccountRef,
+        password: TempPassword,
+    },
+}
+
+impl AccountCommand {
+    pub fn account(&self) -> &AccountRef {
+        match self {
+            Self::Unlock { account } | Self::SetTemporaryPassword { account, .. } => account,
+        }
+    }
+}
+
+/// Why self-service is not allowed for an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disabled {
+    /// The registered mobile is not a UK mobile number.
+    NonUkMobile,
+    /// The directory reports the account disabled (Active Directory's
+    /// ACCOUNTDISABLE bit, an OpenLDAP administrator's permanent lock, or
+    /// the built-in directory's flag).
+    InDirectory,
 }
 
 /// An enrolled security question. The answer exists only as an argon2id hash.
@@ -49,44 +105,74 @@ pub struct SecurityQuestion {
     pub answer_hash: AnswerHash,
 }
 
-/// A stored answer hash and the number of the normalisation it was made
-/// with (the `answer_normalisation` column).
-pub(crate) fn stored_answer(phc: String, normalisation: i64) -> Result<AnswerHash, DirectoryError> {
-    let normalisation = AnswerNormalisation::from_stored(normalisation).ok_or_else(|| {
-        DirectoryError::Unavailable(format!(
-            "a security answer was stored with normalisation {normalisation}, which this version of unlockbot does not know (was the database written by a newer one?)"
-        ))
-    })?;
-    Ok(AnswerHash { phc, normalisation })
-}
-
-/// What the unlock flow needs to know about an account.
+/// What the unlock flow needs to know about an account, as the directory
+/// reports it.
 #[derive(Debug, Clone)]
 pub struct Account {
-    pub email: Email,
+    pub account: AccountRef,
     pub mobile: Option<RegisteredMobile>,
     pub organisation: String,
     pub same_sign_on: bool,
     /// When the account was created, synced or transferred into its organisation.
     pub synced_at: Option<DateTime<Utc>>,
     pub locked: bool,
-    pub disabled: bool,
+    pub disabled: Option<Disabled>,
     pub must_change_password: bool,
     pub password_set_at: Option<DateTime<Utc>>,
-    pub questions: Vec<SecurityQuestion>,
 }
 
+impl Account {
+    pub fn email(&self) -> &Email {
+        &self.account.email
+    }
+
+    /// `disabled` for a registered mobile outside the UK, else what the
+    /// directory said.
+    pub fn disabled_given(
+        mobile: &Option<RegisteredMobile>,
+        in_directory: bool,
+    ) -> Option<Disabled> {
+        if in_directory {
+            Some(Disabled::InDirectory)
+        } else if matches!(mobile, Some(RegisteredMobile::NonUk { .. })) {
+            Some(Disabled::NonUkMobile)
+        } else {
+            None
+        }
+    }
+}
+
+/// The seam between the bot and wherever accounts live. A new directory
+/// (Microsoft Graph, say) is one new implementation of this trait; the
+/// dialog and the policy do not change.
 #[async_trait]
 pub trait Directory: Send + Sync {
+    /// Look an account up by its email address.
     async fn find(&self, email: &Email) -> Result<Option<Account>, DirectoryError>;
+    /// Apply a command, completely or not at all. Called while the turn
+    /// holds the conversation and the account, before it commits.
+    async fn apply(
+        &self,
+        command: &AccountCommand,
+        now: DateTime<Utc>,
+    ) -> Result<(), DirectoryError>;
     /// The text carrying the temporary password set at `set_at` finally
-    /// failed: restore the password it replaced, if it is still the current
-    /// one (nobody has signed in and changed it since). True if restored.
+    /// failed: restore the password it replaced, if the directory can and
+    /// it is still the current one. True if restored. A directory that
+    /// never learns the previous password (LDAP) answers false.
     async fn revert_temporary_password(
         &self,
         email: &Email,
         set_at: DateTime<Utc>,
     ) -> Result<bool, DirectoryError>;
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> Result<(), DirectoryError>;
+    /// What `unlockbot accounts show --json` prints.
+    async fn view(
+        &self,
+        email: &Email,
+        now: DateTime<Utc>,
+    ) -> Result<Option<AccountView>, DirectoryError>;
 }
 
 /// An account as imported from the operators' CSV, already parsed.
@@ -164,11 +250,11 @@ pub(crate) async fn verify_password_blocking(
 /// The built-in directory's administration, for the CLI and the importer.
 #[async_trait]
 pub trait AccountDirectory: Directory {
-    /// Insert or update (by email) one account and replace its questions.
+    /// Insert or update (by email) one account (its questions go to the
+    /// enrolments).
     async fn upsert(&self, account: &NewAccount, now: DateTime<Utc>) -> Result<(), DirectoryError>;
     /// Lock an account, as the directory does after failed sign-ins.
     async fn lock(&self, email: &Email, now: DateTime<Utc>) -> Result<(), DirectoryError>;
     /// Whether `password` is the account's current password.
     async fn verify_password(&self, email: &Email, password: &str) -> Result<bool, DirectoryError>;
-    async fn view(&self, email: &Email) -> Result<Option<AccountView>, DirectoryError>;
 }

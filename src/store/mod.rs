@@ -6,14 +6,11 @@
 pub mod postgres;
 pub mod sqlite;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::dialog::ConversationState;
-use crate::directory::{AccountChange, AccountDirectory};
 use crate::domain::{ConversationKey, Email};
 use crate::sms::SmsKind;
 
@@ -103,8 +100,6 @@ pub struct TurnCommit {
     /// Accounts for which this turn was a failed verification.
     pub failures: Vec<Email>,
     pub block_rule: BlockRule,
-    /// Changes to accounts (unlock, temporary password) decided by this turn.
-    pub account_changes: Vec<AccountChange>,
     /// Texts caused by this turn.
     pub outbox: Vec<NewOutboxItem>,
     /// Failed texts this turn told the user about.
@@ -193,40 +188,4 @@ pub trait Store: Send + Sync {
         error: &str,
         audit: AuditEvent,
     ) -> Result<bool, StoreError>;
-}
-
-/// The database: the store and the built-in account directory on one
-/// connection pool.
-pub struct Database {
-    pub store: Arc<dyn Store>,
-    pub directory: Arc<dyn AccountDirectory>,
-}
-
-impl Database {
-    /// Connect to `url` (`sqlite://…` or `postgres://…`), applying migrations.
-    pub async fn connect(url: &str, allow_crown_dependencies: bool) -> Result<Self, StoreError> {
-        if url.starts_with("sqlite:") {
-            let pool = sqlite::connect(url).await?;
-            Ok(Self {
-                store: Arc::new(sqlite::SqliteStore::new(pool.clone())),
-                directory: Arc::new(crate::directory::sqlite::SqliteDirectory::new(
-                    pool,
-                    allow_crown_dependencies,
-                )),
-            })
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = postgres::connect(url).await?;
-            Ok(Self {
-                store: Arc::new(postgres::PgStore::new(pool.clone(), url).await?),
-                directory: Arc::new(crate::directory::postgres::PgDirectory::new(
-                    pool,
-                    allow_crown_dependencies,
-                )),
-            })
-        } else {
-            Err(StoreError::Unsupported(
-                "use sqlite://FILE or postgres://USER@HOST/DB".into(),
-            ))
-        }
-    }
 }

@@ -13,7 +13,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::{AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx};
-use crate::directory::AccountChange;
 use crate::domain::{ConversationKey, Email};
 use crate::sms::SmsKind;
 
@@ -194,36 +193,6 @@ impl TurnTx for PgTurn {
                 .bind(c.now + c.block_rule.block_for)
                 .execute(&mut *tx)
                 .await?;
-            }
-        }
-        for change in &c.account_changes {
-            let done = match change {
-                AccountChange::Unlock { email } => {
-                    sqlx::query("UPDATE accounts SET locked = FALSE, updated_at = $2 WHERE email = $1")
-                        .bind(email.as_str())
-                        .bind(c.now)
-                        .execute(&mut *tx)
-                        .await?
-                }
-                AccountChange::SetTemporaryPassword { email, password_hash } => {
-                    sqlx::query(
-                        "UPDATE accounts SET
-                           previous_password_hash = password_hash,
-                           previous_password_set_at = password_set_at,
-                           previous_must_change_password = must_change_password,
-                           locked = FALSE, password_hash = $2, password_set_at = $3, must_change_password = TRUE,
-                           updated_at = $3
-                         WHERE email = $1",
-                    )
-                    .bind(email.as_str())
-                    .bind(password_hash)
-                    .bind(c.now)
-                    .execute(&mut *tx)
-                    .await?
-                }
-            };
-            if done.rows_affected() != 1 {
-                return Err(StoreError::Database(sqlx::Error::RowNotFound));
             }
         }
         for item in &c.outbox {

@@ -15,18 +15,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx};
-use crate::directory::AccountChange;
 use crate::domain::{ConversationKey, Email};
 use crate::sms::SmsKind;
-
-/// Milliseconds since the epoch, as stored.
-pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
+use crate::sql::{from_millis, to_millis};
 
 /// Open (creating if needed) the SQLite database at `url` and apply the
 /// migrations.
@@ -216,35 +207,6 @@ impl TurnTx for SqliteTurn {
                 .bind(to_millis(c.now + c.block_rule.block_for))
                 .execute(&mut *tx)
                 .await?;
-            }
-        }
-        for change in &c.account_changes {
-            let done = match change {
-                AccountChange::Unlock { email } => {
-                    sqlx::query("UPDATE accounts SET locked = 0, updated_at = $2 WHERE email = $1")
-                        .bind(email.as_str())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                }
-                AccountChange::SetTemporaryPassword { email, password_hash } => {
-                    sqlx::query(
-                        "UPDATE accounts SET
-                           previous_password_hash = password_hash,
-                           previous_password_set_at = password_set_at,
-                           previous_must_change_password = must_change_password,
-                           locked = 0, password_hash = $2, password_set_at = $3, must_change_password = 1, updated_at = $3
-                         WHERE email = $1",
-                    )
-                    .bind(email.as_str())
-                    .bind(password_hash)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                }
-            };
-            if done.rows_affected() != 1 {
-                return Err(StoreError::Database(sqlx::Error::RowNotFound));
             }
         }
         for item in &c.outbox {

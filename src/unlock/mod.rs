@@ -9,17 +9,20 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Europe::London;
 use secrecy::SecretString;
 
-use crate::dialog::engine::{Input, Turn, TurnError};
+pub mod turn;
+
 use crate::dialog::render::{Vars, render};
 use crate::dialog::spec::TEMP_PASSWORD_MESSAGE;
 use crate::dialog::{ActionKind, Dialog, Fact, Outcome};
-use crate::directory::{Account, AccountChange, Directory};
+use crate::directory::{Account, AccountCommand, Directory, DirectoryError, Disabled};
 use crate::domain::{
     Answer, Email, Last4, RegisteredMobile, TempPassword, UkMobile, verify_answer,
 };
+use crate::enrolment::Enrolments;
 use crate::sms::outbox::{OutboxKey, queue};
 use crate::sms::{OutboundSms, SmsKind};
 use crate::store::Store;
+use turn::{Input, KnownAccount, Turn, TurnError};
 
 /// The service's rules, with the published procedure's values as defaults.
 #[derive(Debug, Clone)]
@@ -100,8 +103,17 @@ fn uk_date(t: DateTime<Utc>) -> String {
     t.with_timezone(&London).format("%-d %B %Y").to_string()
 }
 
+/// How many temporary passwords are offered to a directory that refuses
+/// them under its password policy before the reset is given up.
+pub const TEMP_PASSWORD_TRIES: usize = 3;
+
+/// Each password offered after a refusal is this much longer: a domain
+/// whose policy wants longer passwords than ours accepts a later one.
+const LONGER_AFTER_REFUSAL: usize = 4;
+
 pub struct Unlock {
     directory: Arc<dyn Directory>,
+    enrolments: Arc<dyn Enrolments>,
     store: Arc<dyn Store>,
     outbox_key: OutboxKey,
     dialog: Arc<Dialog>,
@@ -111,6 +123,7 @@ pub struct Unlock {
 impl Unlock {
     pub fn new(
         directory: Arc<dyn Directory>,
+        enrolments: Arc<dyn Enrolments>,
         store: Arc<dyn Store>,
         outbox_key: OutboxKey,
         dialog: Arc<Dialog>,
@@ -118,6 +131,7 @@ impl Unlock {
     ) -> Self {
         Self {
             directory,
+            enrolments,
             store,
             outbox_key,
             dialog,
@@ -133,13 +147,22 @@ impl Unlock {
         Ok(())
     }
 
-    /// The named account, looked up once per turn.
-    async fn account(&self, turn: &mut Turn) -> Result<Option<Account>, TurnError> {
+    /// The named account and its questions, looked up once per turn.
+    async fn account(&self, turn: &mut Turn) -> Result<Option<KnownAccount>, TurnError> {
         if let Some(cached) = &turn.account {
             return Ok(cached.clone());
         }
         let found = match &turn.state.email {
-            Some(email) => self.directory.find(email).await?,
+            Some(email) => match self.directory.find(email).await? {
+                Some(account) => {
+                    let questions = self
+                        .enrolments
+                        .questions(&account.account.id, account.email())
+                        .await?;
+                    Some(KnownAccount { account, questions })
+                }
+                None => None,
+            },
             None => None,
         };
         turn.account = Some(found.clone());
@@ -186,7 +209,7 @@ impl Unlock {
 
     async fn check_digits(&self, digits: Last4, turn: &mut Turn) -> Result<Outcome, TurnError> {
         let email = Self::email(turn)?;
-        let Some(account) = self.account(turn).await? else {
+        let Some(KnownAccount { account, questions }) = self.account(turn).await? else {
             turn.audit("verification", "failed:unknown_account");
             return Ok(Outcome::Failed);
         };
@@ -202,21 +225,25 @@ impl Unlock {
             self.fail(&email, "wrong_digits", turn);
             return Ok(Outcome::Failed);
         }
-        if account.disabled {
-            turn.audit("refusal", "non_uk_mobile");
-            return Ok(Outcome::Disabled);
+        match account.disabled {
+            Some(Disabled::InDirectory) => {
+                turn.audit("refusal", "disabled_in_directory");
+                return Ok(Outcome::DirectoryDisabled);
+            }
+            Some(Disabled::NonUkMobile) => {
+                turn.audit("refusal", "non_uk_mobile");
+                return Ok(Outcome::Disabled);
+            }
+            None => {}
         }
         let need = self.policy.questions_to_ask.max(1);
-        if account.questions.len() < need {
+        if questions.len() < need {
             turn.audit("verification", "failed:not_enough_questions");
             return Ok(Outcome::Failed);
         }
         let mut rng = rand::rng();
-        let chosen = rand::seq::index::sample(&mut rng, account.questions.len(), need);
-        turn.state.questions = chosen
-            .into_iter()
-            .map(|i| account.questions[i].position)
-            .collect();
+        let chosen = rand::seq::index::sample(&mut rng, questions.len(), need);
+        turn.state.questions = chosen.into_iter().map(|i| questions[i].position).collect();
         turn.state.answered = 0;
         turn.state.answers_ok = true;
         turn.audit("verification", "digits_ok");
@@ -272,7 +299,12 @@ impl Unlock {
         let account = self
             .account(turn)
             .await?
-            .ok_or_else(|| TurnError::Internal("verified account vanished".into()))?;
+            .ok_or_else(|| TurnError::Internal("verified account vanished".into()))?
+            .account;
+        if account.disabled == Some(Disabled::InDirectory) {
+            turn.audit("refusal", "disabled_in_directory");
+            return Ok(Outcome::DirectoryDisabled);
+        }
         let Some(RegisteredMobile::Uk(mobile)) = account.mobile.clone() else {
             return Err(TurnError::Internal(
                 "verified account has no UK mobile".into(),
@@ -283,9 +315,12 @@ impl Unlock {
                 turn.audit("unlock", "not_locked");
                 return Ok(Outcome::NotLocked);
             }
-            turn.account_changes.push(AccountChange::Unlock {
-                email: email.clone(),
-            });
+            let command = AccountCommand::Unlock {
+                account: account.account.clone(),
+            };
+            if let Err(e) = self.directory.apply(&command, turn.now).await {
+                return Ok(self.not_changed("unlock", &e, turn));
+            }
             turn.audit("unlock", "unlocked");
             self.notice(&mobile, SmsKind::NoticeUnlocked, &email, turn)?;
             return Ok(Outcome::Unlocked);
@@ -294,7 +329,9 @@ impl Unlock {
             turn.audit("refusal", "reset_waiting_same_sign_on");
             return Ok(Outcome::ResetWaiting);
         }
-        let password = TempPassword::generate(self.policy.temp_password_length);
+        let Some(password) = self.set_temporary_password(&account, turn).await else {
+            return Ok(Outcome::NotChanged);
+        };
         let mut vars = Vars::new();
         vars.insert("password", password.expose_secret().to_owned());
         let body = SecretString::from(render(
@@ -312,20 +349,63 @@ impl Unlock {
             )],
             reference: String::new(),
         };
-        let password_hash =
-            crate::directory::hash_password_blocking(password.expose_secret()).await?;
-        // The new password and the text carrying it commit together with
-        // this turn; if the text finally fails, the worker puts the previous
-        // password back.
-        turn.account_changes
-            .push(AccountChange::SetTemporaryPassword {
-                email: email.clone(),
-                password_hash,
-            });
+        // The directory has accepted exactly this password; the text carrying
+        // it commits with this turn. If the text finally fails, the worker
+        // asks the directory to put the previous password back.
         self.queue(sms, &email, turn)?;
         turn.audit("reset", "temp_password_queued");
         self.notice(&mobile, SmsKind::NoticeReset, &email, turn)?;
         Ok(Outcome::ResetSent)
+    }
+
+    /// Offer the directory temporary passwords until it accepts one (a
+    /// refusal under its password policy gets a new, longer one), at most
+    /// [`TEMP_PASSWORD_TRIES`] times. `None` when the account was left as it
+    /// was (every password refused, or the directory failed).
+    async fn set_temporary_password(
+        &self,
+        account: &Account,
+        turn: &mut Turn,
+    ) -> Option<TempPassword> {
+        for attempt in 0..TEMP_PASSWORD_TRIES {
+            let length = self.policy.temp_password_length + attempt * LONGER_AFTER_REFUSAL;
+            let command = AccountCommand::SetTemporaryPassword {
+                account: account.account.clone(),
+                password: TempPassword::generate(length),
+            };
+            match self.directory.apply(&command, turn.now).await {
+                Ok(()) => {
+                    let AccountCommand::SetTemporaryPassword { password, .. } = command else {
+                        unreachable!("built as SetTemporaryPassword above");
+                    };
+                    return Some(password);
+                }
+                Err(DirectoryError::RefusedByPolicy(why)) => {
+                    tracing::warn!(attempt, %why, "directory refused a temporary password");
+                    turn.audit("reset", "password_refused_by_policy");
+                }
+                Err(e) => {
+                    self.not_changed("reset", &e, turn);
+                    return None;
+                }
+            }
+        }
+        turn.audit("reset", "not_changed:every_password_refused");
+        None
+    }
+
+    /// The directory did not make a change: say why in the audit (the user
+    /// is told plainly that nothing changed).
+    fn not_changed(&self, event: &str, e: &DirectoryError, turn: &mut Turn) -> Outcome {
+        tracing::warn!(error = %e, "directory did not apply a change");
+        let why = match e {
+            DirectoryError::Unavailable(_) => "directory_unavailable",
+            DirectoryError::RefusedByPolicy(_) => "refused_by_policy",
+            DirectoryError::Refused(_) => "refused_by_directory",
+            DirectoryError::NotFound => "account_not_found",
+        };
+        turn.audit(event, &format!("not_changed:{why}"));
+        Outcome::NotChanged
     }
 
     /// Queue a security notice to the registered mobile.
@@ -358,7 +438,7 @@ impl Unlock {
     /// Facts about the named account, for the notes of a step.
     pub async fn facts(&self, turn: &mut Turn) -> Result<HashSet<Fact>, TurnError> {
         let mut facts = HashSet::new();
-        let Some(account) = self.account(turn).await? else {
+        let Some(KnownAccount { account, .. }) = self.account(turn).await? else {
             return Ok(facts);
         };
         facts.insert(if account.locked {
@@ -389,7 +469,7 @@ impl Unlock {
         if turn.state.questions.is_empty() {
             return Ok(());
         }
-        let Some(account) = self.account(turn).await? else {
+        let Some(KnownAccount { account, questions }) = self.account(turn).await? else {
             return Ok(());
         };
         if let Some(mobile) = &account.mobile {
@@ -397,7 +477,7 @@ impl Unlock {
         }
         let count = turn.state.questions.len();
         if let Some(position) = turn.state.questions.get(turn.state.answered)
-            && let Some(q) = account.questions.iter().find(|q| q.position == *position)
+            && let Some(q) = questions.iter().find(|q| q.position == *position)
         {
             vars.insert("question", q.text.clone());
             vars.insert("question_number", (turn.state.answered + 1).to_string());

@@ -50,7 +50,7 @@ async fn curly_apostrophes_and_a_final_full_stop_are_forgiven() {
     assert!(options.contains("Reply 1"), "verified: {options}");
     assert_eq!(app.count("verification_failures").await, 0);
     // Imported with the current normalisation, and recorded as such.
-    let versions = "SELECT CAST(MIN(answer_normalisation) AS BIGINT) FROM security_questions";
+    let versions = "SELECT CAST(MIN(answer_normalisation) AS BIGINT) FROM enrolments";
     assert_eq!(app.db.scalar(versions.into()).await, 2);
 }
 
@@ -65,8 +65,8 @@ async fn answers_enrolled_before_the_change_keep_verifying() {
         let hash = unlockbot::domain::hash_password(answer).unwrap();
         app.db
             .execute(format!(
-                "UPDATE security_questions SET answer_hash = '{hash}', answer_normalisation = 1 \
-                 WHERE account_email = '{EMAIL}' AND position = {position}"
+                "UPDATE enrolments SET answer_hash = '{hash}', answer_normalisation = 1 \
+                 WHERE email = '{EMAIL}' AND position = {position}"
             ))
             .await;
     }

@@ -175,7 +175,7 @@ async fn sql_looking_text_gets_a_clear_reply_and_the_tables_survive() {
     let mut app = spawn_app().await;
     app.import(&[AccountRow::locked(EMAIL, MOBILE)]).await;
     let accounts = app.count("accounts").await;
-    let questions = app.count("security_questions").await;
+    let questions = app.count("enrolments").await;
 
     app.text("UNLOCK").await;
     let hint = app.text(SQL).await;
@@ -196,7 +196,7 @@ async fn sql_looking_text_gets_a_clear_reply_and_the_tables_survive() {
     assert_eq!(app.text("3456").await, NOT_VERIFIED);
 
     assert_eq!(app.count("accounts").await, accounts);
-    assert_eq!(app.count("security_questions").await, questions);
+    assert_eq!(app.count("enrolments").await, questions);
     let account = app.account(EMAIL);
     assert_eq!(account["locked"], true);
     assert_eq!(account["must_change_password"], false);

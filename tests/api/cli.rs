@@ -138,11 +138,7 @@ async fn re_import_updates_by_email() {
     assert_eq!(account["mobile"], "+447400123456", "{account}");
     assert_eq!(account["locked"], false, "{account}");
     assert_eq!(account["organisation"], "Bradford Teaching Hospitals");
-    assert_eq!(
-        app.count("security_questions").await,
-        2,
-        "questions replaced"
-    );
+    assert_eq!(app.count("enrolments").await, 2, "questions replaced");
     // And a mobile removed by a re-import is gone.
     app.import(&[AccountRow::locked(EMAIL, "")]).await;
     assert_eq!(app.account(EMAIL)["mobile"], serde_json::Value::Null);

@@ -130,7 +130,7 @@ async fn a_claim_for_one_conversation_takes_no_other_texts() {
     app.verify(EMAIL, "3456").await;
     app.text("1").await;
     app.outbox_settled().await; // tried once, now waiting for its retry
-    let database = unlockbot::store::Database::connect(&app.db.url(), false)
+    let database = unlockbot::app::Database::connect(&app.db.url(), false)
         .await
         .unwrap();
     let later = chrono::Utc::now() + chrono::Duration::days(1);
@@ -201,7 +201,7 @@ async fn old_inbound_message_ids_are_pruned() {
     let mut app = spawn_app().await;
     app.text("UNLOCK").await;
     assert_eq!(app.count("processed_messages").await, 1);
-    let database = unlockbot::store::Database::connect(&app.db.url(), false)
+    let database = unlockbot::app::Database::connect(&app.db.url(), false)
         .await
         .unwrap();
     let now = unlockbot::clock::Clock::now(app.clock.as_ref());

@@ -8,17 +8,17 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 
-use super::ConversationState;
-use super::render::{Vars, render};
-use super::spec::{AskStep, Dialog, InputKind, Outcome, Step};
 use crate::clock::Clock;
-use crate::directory::{Account, AccountChange, DirectoryError};
+use crate::dialog::ConversationState;
+use crate::dialog::render::{Vars, render};
+use crate::dialog::spec::{AskStep, Dialog, InputKind, Outcome, Step};
 use crate::domain::{Answer, ConversationKey, Email, Last4};
 use crate::sms::SmsKind;
-use crate::store::{AuditEvent, BlockRule, NewOutboxItem, Store, StoreError, TurnCommit};
+use crate::store::{BlockRule, Store, StoreError, TurnCommit};
 use crate::unlock::Unlock;
+pub use crate::unlock::turn::{Input, Turn, TurnError};
 
 /// Longest message the engine reads (Twilio's own limit is 1600 characters).
 pub const MAX_INPUT_CHARS: usize = 1600;
@@ -73,25 +73,6 @@ impl Reply {
     }
 }
 
-/// A turn could not be completed; nothing of it was stored.
-#[derive(Debug, thiserror::Error)]
-pub enum TurnError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Directory(#[from] DirectoryError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// A parsed input.
-pub enum Input {
-    Email(Email),
-    Last4(Last4),
-    Answer(Answer),
-    Option(u8),
-}
-
 fn parse_input(kind: InputKind, text: &str) -> Option<Input> {
     match kind {
         InputKind::Email => Email::parse(text).ok().map(Input::Email),
@@ -106,35 +87,6 @@ fn parse_input(kind: InputKind, text: &str) -> Option<Input> {
             "2" => Some(Input::Option(2)),
             _ => None,
         },
-    }
-}
-
-/// What a turn has decided so far; the actions add to it.
-pub struct Turn {
-    pub key: ConversationKey,
-    pub now: DateTime<Utc>,
-    pub state: ConversationState,
-    pub audit: Vec<AuditEvent>,
-    pub failures: Vec<Email>,
-    /// Account changes this turn decided, committed with it.
-    pub account_changes: Vec<AccountChange>,
-    /// Texts this turn causes, sealed for the outbox.
-    pub outbox: Vec<NewOutboxItem>,
-    /// The named account, fetched at most once per turn.
-    pub account: Option<Option<Account>>,
-}
-
-impl Turn {
-    /// Record an audit event about this conversation.
-    pub fn audit(&mut self, event: &str, outcome: &str) {
-        self.audit.push(AuditEvent {
-            at: self.now,
-            channel: self.key.channel().as_str().to_owned(),
-            sender: self.key.masked_sender(),
-            account: self.state.email.as_ref().map(|e| e.as_str().to_owned()),
-            event: event.to_owned(),
-            outcome: outcome.to_owned(),
-        });
     }
 }
 
@@ -219,7 +171,6 @@ impl Engine {
             state: ConversationState::default(),
             audit: Vec::new(),
             failures: Vec::new(),
-            account_changes: Vec::new(),
             outbox: Vec::new(),
             account: None,
         };
@@ -295,7 +246,6 @@ impl Engine {
             audit: turn.audit,
             failures: turn.failures,
             block_rule: self.config.block_rule,
-            account_changes: turn.account_changes,
             outbox: turn.outbox,
             reported_failures,
         })
@@ -319,7 +269,6 @@ impl Engine {
             state: stored.state,
             audit: Vec::new(),
             failures: Vec::new(),
-            account_changes: Vec::new(),
             outbox: Vec::new(),
             account: None,
         };
@@ -331,7 +280,6 @@ impl Engine {
             audit: turn.audit,
             failures: Vec::new(),
             block_rule: self.config.block_rule,
-            account_changes: Vec::new(),
             outbox: Vec::new(),
             reported_failures: Vec::new(),
         })

@@ -1,0 +1,138 @@
+//! Enrolled security questions: kept in the bot's own database (never in
+//! the directory), keyed by the directory's stable id for the account and
+//! by its email. One implementation for both SQL backends: the queries are
+//! the same text, run through whichever pool is configured.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use crate::directory::{AccountId, SecurityQuestion};
+use crate::domain::{AnswerHash, AnswerNormalisation, Email};
+use crate::sql::SqlPool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolmentError {
+    #[error("enrolment store unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "a security answer was stored with normalisation {0}, which this version of unlockbot does not know (was the database written by a newer one?)"
+    )]
+    UnknownNormalisation(i64),
+}
+
+/// A question and the argon2id hash of its normalised answer.
+#[derive(Debug, Clone)]
+pub struct NewQuestion {
+    pub question: String,
+    pub answer_hash: AnswerHash,
+}
+
+/// A stored answer hash and the number of the normalisation it was made
+/// with (the `answer_normalisation` column).
+fn stored_answer(phc: String, normalisation: i64) -> Result<AnswerHash, EnrolmentError> {
+    let normalisation = AnswerNormalisation::from_stored(normalisation)
+        .ok_or(EnrolmentError::UnknownNormalisation(normalisation))?;
+    Ok(AnswerHash { phc, normalisation })
+}
+
+#[async_trait]
+pub trait Enrolments: Send + Sync {
+    /// The questions enrolled for an account: those under its directory id,
+    /// else (enrolled before the directory's id was known, as the built-in
+    /// directory's import did) those under its email.
+    async fn questions(
+        &self,
+        id: &AccountId,
+        email: &Email,
+    ) -> Result<Vec<SecurityQuestion>, EnrolmentError>;
+    /// Replace an account's questions.
+    async fn enrol(
+        &self,
+        id: &AccountId,
+        email: &Email,
+        questions: &[NewQuestion],
+        now: DateTime<Utc>,
+    ) -> Result<(), EnrolmentError>;
+}
+
+pub struct SqlEnrolments {
+    pool: SqlPool,
+}
+
+impl SqlEnrolments {
+    pub fn new(pool: SqlPool) -> Self {
+        Self { pool }
+    }
+}
+
+const SELECT_BY_ID: &str = "SELECT position, question, answer_hash, answer_normalisation FROM enrolments WHERE directory_id = $1 ORDER BY position";
+const SELECT_BY_EMAIL: &str = "SELECT position, question, answer_hash, answer_normalisation FROM enrolments WHERE directory_id = $1 AND email = $1 ORDER BY position";
+const DELETE: &str =
+    "DELETE FROM enrolments WHERE directory_id = $1 OR (directory_id = $2 AND email = $2)";
+const INSERT: &str = "INSERT INTO enrolments (directory_id, email, position, question, answer_hash, answer_normalisation, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+#[async_trait]
+impl Enrolments for SqlEnrolments {
+    async fn questions(
+        &self,
+        id: &AccountId,
+        email: &Email,
+    ) -> Result<Vec<SecurityQuestion>, EnrolmentError> {
+        crate::with_pool!(&self.pool, |pool, _ts| {
+            let mut rows = sqlx::query(SELECT_BY_ID)
+                .bind(id.as_str())
+                .fetch_all(pool)
+                .await?;
+            if rows.is_empty() && id.as_str() != email.as_str() {
+                rows = sqlx::query(SELECT_BY_EMAIL)
+                    .bind(email.as_str())
+                    .fetch_all(pool)
+                    .await?;
+            }
+            rows.into_iter()
+                .map(|q| {
+                    Ok(SecurityQuestion {
+                        position: u32::try_from(q.get::<i32, _>("position")).unwrap_or_default(),
+                        text: q.get("question"),
+                        answer_hash: stored_answer(
+                            q.get("answer_hash"),
+                            q.get::<i32, _>("answer_normalisation").into(),
+                        )?,
+                    })
+                })
+                .collect::<Result<Vec<_>, EnrolmentError>>()
+        })
+    }
+
+    async fn enrol(
+        &self,
+        id: &AccountId,
+        email: &Email,
+        questions: &[NewQuestion],
+        now: DateTime<Utc>,
+    ) -> Result<(), EnrolmentError> {
+        crate::with_pool!(&self.pool, |pool, ts| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(DELETE)
+                .bind(id.as_str())
+                .bind(email.as_str())
+                .execute(&mut *tx)
+                .await?;
+            for (position, q) in (1_i32..).zip(questions) {
+                sqlx::query(INSERT)
+                    .bind(id.as_str())
+                    .bind(email.as_str())
+                    .bind(position)
+                    .bind(&q.question)
+                    .bind(&q.answer_hash.phc)
+                    .bind(q.answer_hash.normalisation.as_stored())
+                    .bind(ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}

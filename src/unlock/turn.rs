@@ -1,0 +1,67 @@
+//! What one turn has decided so far: the policy's actions add to it and
+//! the engine commits it.
+
+use chrono::{DateTime, Utc};
+
+use crate::dialog::ConversationState;
+use crate::directory::{Account, DirectoryError, SecurityQuestion};
+use crate::domain::{Answer, ConversationKey, Email, Last4};
+use crate::enrolment::EnrolmentError;
+use crate::store::{AuditEvent, NewOutboxItem, StoreError};
+
+/// A turn could not be completed; nothing of it was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Enrolment(#[from] EnrolmentError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A parsed input.
+pub enum Input {
+    Email(Email),
+    Last4(Last4),
+    Answer(Answer),
+    Option(u8),
+}
+
+/// What a turn has decided so far; the actions add to it.
+pub struct Turn {
+    pub key: ConversationKey,
+    pub now: DateTime<Utc>,
+    pub state: ConversationState,
+    pub audit: Vec<AuditEvent>,
+    pub failures: Vec<Email>,
+    /// Texts this turn causes, sealed for the outbox.
+    pub outbox: Vec<NewOutboxItem>,
+    /// The named account and its enrolled questions, fetched at most once
+    /// per turn.
+    pub account: Option<Option<KnownAccount>>,
+}
+
+impl Turn {
+    /// Record an audit event about this conversation.
+    pub fn audit(&mut self, event: &str, outcome: &str) {
+        self.audit.push(AuditEvent {
+            at: self.now,
+            channel: self.key.channel().as_str().to_owned(),
+            sender: self.key.masked_sender(),
+            account: self.state.email.as_ref().map(|e| e.as_str().to_owned()),
+            event: event.to_owned(),
+            outcome: outcome.to_owned(),
+        });
+    }
+}
+
+/// An account as the directory reports it, with the security questions
+/// enrolled for it.
+#[derive(Debug, Clone)]
+pub struct KnownAccount {
+    pub account: Account,
+    pub questions: Vec<SecurityQuestion>,
+}
