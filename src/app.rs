@@ -186,6 +186,7 @@ pub fn sms_sender(settings: &Settings) -> anyhow::Result<Arc<dyn SmsSender>> {
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    connections: crate::serve::ConnectionLimits,
     pub services: Services,
     background: Vec<BackgroundTask>,
 }
@@ -277,6 +278,7 @@ impl Application {
         Ok(Self {
             listener,
             router: router(state, settings.request_timeout),
+            connections: settings.connections,
             services,
             background,
         })
@@ -306,9 +308,7 @@ impl Application {
             .into_iter()
             .map(|start| start(stop_rx.clone()))
             .collect();
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop)
-            .await;
+        let served = crate::serve::serve(self.listener, self.router, self.connections, stop).await;
         let _ = stop_tx.send(true);
         for task in tasks {
             let _ = task.await;

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod engine;
 pub mod enrolment;
 pub mod http;
+pub mod serve;
 pub mod settings;
 pub mod sms;
 pub mod sql;

@@ -87,6 +87,8 @@ pub struct Settings {
     pub allow_crown_dependencies: bool,
     pub support_contact: String,
     pub request_timeout: std::time::Duration,
+    /// Header-read timeout, keep-alive idle timeout and connection cap.
+    pub connections: crate::serve::ConnectionLimits,
     pub log_format: LogFormat,
     pub telegram: TelegramMode,
     /// Seals the secret part of queued texts. `None` only with the console
@@ -367,6 +369,22 @@ impl Settings {
             request_timeout: std::time::Duration::from_secs(
                 u64::try_from(number("REQUEST_TIMEOUT_SECS", 15, 1, 300)?).unwrap_or(15),
             ),
+            connections: crate::serve::ConnectionLimits {
+                header_read_timeout: std::time::Duration::from_secs(
+                    u64::try_from(number("HTTP_HEADER_READ_TIMEOUT_SECS", 10, 1, 300)?)
+                        .unwrap_or(10),
+                ),
+                keepalive_idle: std::time::Duration::from_secs(
+                    u64::try_from(number("HTTP_KEEPALIVE_IDLE_SECS", 30, 1, 3600)?).unwrap_or(30),
+                ),
+                max_connections: usize::try_from(number(
+                    "HTTP_MAX_CONNECTIONS",
+                    1024,
+                    1,
+                    1_000_000,
+                )?)
+                .unwrap_or(1024),
+            },
             log_format,
         })
     }

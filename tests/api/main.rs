@@ -5,6 +5,7 @@ mod fake_telegram;
 mod helpers;
 mod notify;
 
+mod abuse;
 mod answers;
 mod bad_input;
 mod chat;

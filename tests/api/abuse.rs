@@ -1,0 +1,145 @@
+//! Issue 9: attacks on the service, performed as an attacker would.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::helpers::{base_env, start_fake_twilio};
+
+/// How long a test waits for something that must happen before it fails.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `unlockbot serve` as its own process, with a low open-file limit.
+struct Served {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve_with_fd_limit(fd_limit: u32, env: &[(&str, &str)]) -> Served {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let twilio = start_fake_twilio().await;
+    let db = format!("sqlite://{}", dir.path().join("unlockbot.sqlite").display());
+    let mut vars = base_env(&db, &twilio.uri());
+    vars.insert("LOG_FORMAT".into(), "json".into());
+    for (k, v) in env {
+        vars.insert((*k).into(), (*v).into());
+    }
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {fd_limit} && exec \"$0\" serve"))
+        .arg(env!("CARGO_BIN_EXE_unlockbot"))
+        .env_clear()
+        .envs(&vars)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unlockbot serve starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let port = tokio::time::timeout(PATIENCE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["fields"]["message"] == "unlockbot listening" {
+                return entry["fields"]["port"].as_u64();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("the server logs its port");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Served {
+        child,
+        port: u16::try_from(port).unwrap(),
+        _dir: dir,
+    }
+}
+
+/// Finding 2: many clients each send part of a request's headers and stop.
+/// The server closes them after the header-read timeout, never runs out of
+/// file descriptors, and `/healthz` keeps answering.
+#[tokio::test]
+async fn half_open_connections_are_closed_and_health_still_answers() {
+    let mut served = serve_with_fd_limit(400, &[("HTTP_HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let address = format!("127.0.0.1:{}", served.port);
+    // More half-open connections than the server has descriptors.
+    let mut attackers = Vec::new();
+    for _ in 0..600 {
+        let mut stream = TcpStream::connect(&address).await.expect("connect");
+        stream
+            .write_all(b"POST /sms/twilio HTTP/1.1\r\nHost: unlock\r\nX-Slow: ")
+            .await
+            .expect("partial headers");
+        attackers.push(stream);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .expect("/healthz answers during the flood");
+    assert_eq!(health.status(), 200);
+    // The server hung up on the first attacker (no response: it never sent
+    // its headers).
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + PATIENCE;
+    let mut first = attackers.swap_remove(0);
+    loop {
+        let read = tokio::time::timeout(PATIENCE, first.read(&mut buf))
+            .await
+            .expect("the server closes a connection that never sent its headers");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => assert!(Instant::now() < deadline, "still open"),
+        }
+    }
+    assert!(
+        served.child.try_wait().unwrap().is_none(),
+        "server still running"
+    );
+}
+
+/// Finding 2: a kept-alive connection that goes quiet is closed.
+#[tokio::test]
+async fn idle_keepalive_connections_are_closed() {
+    let served = serve_with_fd_limit(
+        1024,
+        &[
+            ("HTTP_HEADER_READ_TIMEOUT_SECS", "300"),
+            ("HTTP_KEEPALIVE_IDLE_SECS", "1"),
+        ],
+    )
+    .await;
+    let mut stream = TcpStream::connect(("127.0.0.1", served.port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: unlock\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+            .await
+            .expect("an idle kept-alive connection is closed");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+}
