@@ -1,6 +1,7 @@
 //! Black-box tests: the real server over loopback HTTP, a fresh database per
 //! test, and a fake Twilio REST API speaking Twilio's wire format.
 
+mod directory_servers;
 mod fake_telegram;
 mod helpers;
 mod notify;
