@@ -146,6 +146,7 @@ impl Services {
             policy: settings.outbox.clone(),
             wake: engine.outbox_wake(),
             only_conversation: None,
+            sms_ids_kept: settings.inbound_id_retention,
         };
         Ok(Self {
             engine,
@@ -268,6 +269,7 @@ impl Application {
             engine: services.engine.clone(),
             store: services.store.clone(),
             twilio_auth_token: settings.twilio_auth_token.clone(),
+            twilio_account_sid: settings.twilio_account_sid.clone(),
             accept_unsigned_sms: matches!(settings.sms, SmsProvider::Log),
             public_base_url: settings.public_base_url.clone(),
             telegram: webhook,

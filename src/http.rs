@@ -28,6 +28,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
     pub twilio_auth_token: Option<SecretString>,
+    /// Inbound webhooks must name this account (`AccountSid`), when set.
+    pub twilio_account_sid: Option<String>,
     /// Without an auth token, unsigned webhooks are taken only for local use
     /// (the `log` provider); otherwise `/sms/twilio` answers 404.
     pub accept_unsigned_sms: bool,

@@ -81,7 +81,12 @@ pub struct Settings {
     pub sms: SmsProvider,
     /// Checks `X-Twilio-Signature` on inbound webhooks when set.
     pub twilio_auth_token: Option<SecretString>,
+    /// The account inbound webhooks must name (`TWILIO_ACCOUNT_SID`).
+    pub twilio_account_sid: Option<String>,
     pub idle_timeout: Duration,
+    /// How long inbound SMS ids are remembered, so that a replayed request
+    /// is never processed twice (`INBOUND_ID_RETENTION_DAYS`).
+    pub inbound_id_retention: Duration,
     pub questions_to_ask: usize,
     pub temp_password_length: usize,
     pub allow_crown_dependencies: bool,
@@ -242,6 +247,13 @@ impl Settings {
                 ));
             }
         };
+        let twilio_account_sid = get("TWILIO_ACCOUNT_SID");
+        if twilio_auth_token.is_some() && twilio_account_sid.is_none() {
+            return Err(bad(
+                "TWILIO_ACCOUNT_SID",
+                "required when TWILIO_AUTH_TOKEN is set: inbound webhooks must name this account",
+            ));
+        }
         if twilio_auth_token.is_some() && public_base_url.is_none() {
             return Err(bad(
                 "PUBLIC_BASE_URL",
@@ -359,6 +371,13 @@ impl Settings {
             language: get("DIALOG_LANGUAGE").unwrap_or_else(|| "en".to_owned()),
             sms,
             twilio_auth_token,
+            twilio_account_sid,
+            inbound_id_retention: Duration::days(number(
+                "INBOUND_ID_RETENTION_DAYS",
+                3650,
+                30,
+                36_500,
+            )?),
             idle_timeout: Duration::minutes(number("CONVERSATION_IDLE_MINUTES", 15, 1, 24 * 60)?),
             questions_to_ask: usize::try_from(number("QUESTIONS_TO_ASK", 2, 1, 3)?).unwrap_or(2),
             temp_password_length: usize::try_from(number("TEMP_PASSWORD_LENGTH", 12, 10, 64)?)

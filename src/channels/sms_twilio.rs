@@ -25,8 +25,29 @@ pub const PATH: &str = "/sms/twilio";
 pub struct MalformedForm;
 
 /// Parse `application/x-www-form-urlencoded` bytes, refusing anything that
-/// does not decode to UTF-8 (rather than silently replacing it).
+/// does not decode to UTF-8 (rather than silently replacing it), and any
+/// empty or repeated parameter name: Twilio sends neither, and the
+/// signature, which joins names and values with no separator, cannot tell
+/// `a=bc` from `ab=c`, so the form's shape must be checked apart from it.
 pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, MalformedForm> {
+    let params = parse_pairs(body)?;
+    let mut names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    if names.first().is_some_and(|n| n.is_empty()) || names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(MalformedForm);
+    }
+    Ok(params)
+}
+
+/// Whether `sid` has the shape of a Twilio message id: `SM` (SMS) or `MM`
+/// (MMS) and 32 hexadecimal digits.
+pub fn is_message_sid(sid: &str) -> bool {
+    sid.len() == 34
+        && (sid.starts_with("SM") || sid.starts_with("MM"))
+        && sid.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
+}
+
+fn parse_pairs(body: &[u8]) -> Result<Vec<(String, String)>, MalformedForm> {
     let decode = |part: &[u8]| -> Result<String, MalformedForm> {
         let plus_as_space: Vec<u8> = part
             .iter()
@@ -172,16 +193,25 @@ pub async fn webhook(
             "From, Body and MessageSid are required",
         );
     };
-    tracing::Span::current().record("message_sid", sid);
+    if let Some(account) = &app.twilio_account_sid
+        && field("AccountSid") != Some(account.as_str())
+    {
+        tracing::warn!("refused a webhook for another Twilio account");
+        return plain(
+            StatusCode::FORBIDDEN,
+            "AccountSid is not this service's account",
+        );
+    }
     let Some(sender) = parse_any_e164(from) else {
         return plain(StatusCode::BAD_REQUEST, "From is not a phone number");
     };
     let Ok(key) = ConversationKey::new(Channel::Sms, &sender) else {
         return plain(StatusCode::BAD_REQUEST, "From is not a phone number");
     };
-    if sid.is_empty() || sid.len() > 64 {
+    if !is_message_sid(sid) {
         return plain(StatusCode::BAD_REQUEST, "MessageSid is not valid");
     }
+    tracing::Span::current().record("message_sid", sid);
     let inbound = Inbound {
         key,
         message_id: Some(sid.to_owned()),
@@ -257,6 +287,29 @@ mod tests {
         );
         assert_eq!(parse_form(b"Body=%FF%FE"), Err(MalformedForm));
         assert_eq!(parse_form(b""), Ok(vec![]));
+        assert_eq!(parse_form(b"=x&Body=a"), Err(MalformedForm));
+        assert_eq!(parse_form(b"Body=a&Body=b"), Err(MalformedForm));
+        assert_eq!(
+            parse_form(b"Body=a&From="),
+            Ok(p(&[("Body", "a"), ("From", "")]))
+        );
+    }
+
+    #[test]
+    fn message_sids_have_twilios_shape() {
+        assert!(is_message_sid("SM0123456789abcdef0123456789ABCDEF"));
+        assert!(is_message_sid("MM0123456789abcdef0123456789abcdef"));
+        for bad in [
+            "",
+            "SM0123456789abcdef0123456789abcde",
+            "SM0123456789abcdef0123456789abcdef0",
+            "SM0123456789abcdef0123456789abcdefNumMedia0",
+            "CA0123456789abcdef0123456789abcdef",
+            "SM0123456789abcdef0123456789abcdeg",
+            "SM0123456789abcdef0123456789abcdé",
+        ] {
+            assert!(!is_message_sid(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::{OutboundSms, SendError, SmsKind, SmsSender};
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::domain::{Email, mask_phone_number, parse_uk_mobile};
-use crate::store::{AuditEvent, NewOutboxItem, OutboxItem, Store};
+use crate::store::{AuditEvent, NewOutboxItem, OutboxItem, ProcessedPrune, Store};
 
 /// `OUTBOX_KEY`: 32 bytes, given as 64 hex characters.
 #[derive(Clone)]
@@ -165,8 +165,10 @@ pub fn queue(
     })
 }
 
-/// How long inbound message ids are kept for answering repeated deliveries.
-const PROCESSED_MESSAGES_KEPT: Duration = Duration::days(2);
+/// How long the reply to an inbound message is kept for answering repeated
+/// deliveries (providers retry within hours), and how long a Telegram
+/// `update_id` is remembered.
+const PROCESSED_REPLIES_KEPT: Duration = Duration::days(2);
 
 /// How the worker retries.
 #[derive(Debug, Clone)]
@@ -214,6 +216,8 @@ pub struct OutboxWorker {
     pub wake: Arc<Notify>,
     /// Deliver only this conversation's texts (the terminal chat).
     pub only_conversation: Option<String>,
+    /// How long inbound SMS ids are remembered (`INBOUND_ID_RETENTION_DAYS`).
+    pub sms_ids_kept: Duration,
 }
 
 impl OutboxWorker {
@@ -229,11 +233,16 @@ impl OutboxWorker {
             if *stop.borrow() {
                 return;
             }
-            // Housekeeping, hourly: forget old inbound message ids.
+            // Housekeeping, hourly: drop old replies, forget old ids.
             if last_prune.is_none_or(|t| t.elapsed() > StdDuration::from_secs(3600)) {
                 last_prune = Some(std::time::Instant::now());
-                let before = self.clock.now() - PROCESSED_MESSAGES_KEPT;
-                match self.store.prune_processed(before).await {
+                let now = self.clock.now();
+                let prune = ProcessedPrune {
+                    replies_before: now - PROCESSED_REPLIES_KEPT,
+                    sms_ids_before: now - self.sms_ids_kept,
+                    other_ids_before: now - PROCESSED_REPLIES_KEPT,
+                };
+                match self.store.prune_processed(&prune).await {
                     Ok(n) if n > 0 => {
                         tracing::info!(removed = n, "old inbound message ids forgotten")
                     }

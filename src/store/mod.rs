@@ -139,10 +139,9 @@ pub trait Store: Send + Sync {
         account: &Email,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// Forget inbound message ids recorded before `before` (retries come
-    /// within hours; Telegram may reuse an `update_id` after a quiet week).
-    /// Returns how many were removed.
-    async fn prune_processed(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Drop the stored replies to inbound messages, and forget the
+    /// messages' ids, as `prune` says. Returns how many ids were forgotten.
+    async fn prune_processed(&self, prune: &ProcessedPrune) -> Result<u64, StoreError>;
     /// The audit trail, oldest first.
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError>;
 
@@ -188,4 +187,22 @@ pub trait Store: Send + Sync {
         error: &str,
         audit: AuditEvent,
     ) -> Result<bool, StoreError>;
+}
+
+/// What [`Store::prune_processed`] drops: the stored reply of every inbound
+/// message received before `replies_before` (a repeated delivery after that
+/// is still recognised, and answered with nothing), and the ids themselves
+/// of SMS received before `sms_ids_before` and of other channels' messages
+/// before `other_ids_before`.
+///
+/// SMS ids are kept long (`INBOUND_ID_RETENTION_DAYS`): a captured, signed
+/// Twilio request can be replayed at any time, and is refused only while
+/// its id is remembered. Telegram's ids go sooner, because Telegram starts
+/// numbering afresh after a quiet week and its webhook is not replayable
+/// without the secret token.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessedPrune {
+    pub replies_before: DateTime<Utc>,
+    pub sms_ids_before: DateTime<Utc>,
+    pub other_ids_before: DateTime<Utc>,
 }

@@ -12,8 +12,11 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
-use super::{AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx};
-use crate::domain::{ConversationKey, Email};
+use super::{
+    AuditEvent, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation, TurnCommit,
+    TurnTx,
+};
+use crate::domain::{Channel, ConversationKey, Email};
 use crate::sms::SmsKind;
 
 /// Connect to PostgreSQL at `url` and apply the migrations.
@@ -253,11 +256,21 @@ impl Store for PgStore {
         .await?)
     }
 
-    async fn prune_processed(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM processed_messages WHERE received_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+    async fn prune_processed(&self, prune: &ProcessedPrune) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE processed_messages SET reply = '' WHERE received_at < $1 AND reply <> ''",
+        )
+        .bind(prune.replies_before)
+        .execute(&self.pool)
+        .await?;
+        let done = sqlx::query(
+            "DELETE FROM processed_messages WHERE (channel = $1 AND received_at < $2) OR (channel <> $1 AND received_at < $3)",
+        )
+        .bind(Channel::Sms.as_str())
+        .bind(prune.sms_ids_before)
+        .bind(prune.other_ids_before)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

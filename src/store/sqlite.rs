@@ -14,8 +14,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{AuditEvent, OutboxItem, Store, StoreError, StoredConversation, TurnCommit, TurnTx};
-use crate::domain::{ConversationKey, Email};
+use super::{
+    AuditEvent, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation, TurnCommit,
+    TurnTx,
+};
+use crate::domain::{Channel, ConversationKey, Email};
 use crate::sms::SmsKind;
 use crate::sql::{from_millis, to_millis};
 
@@ -270,11 +273,21 @@ impl Store for SqliteStore {
         Ok(until.map(from_millis))
     }
 
-    async fn prune_processed(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM processed_messages WHERE received_at < $1")
-            .bind(to_millis(before))
-            .execute(&self.pool)
-            .await?;
+    async fn prune_processed(&self, prune: &ProcessedPrune) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE processed_messages SET reply = '' WHERE received_at < $1 AND reply <> ''",
+        )
+        .bind(to_millis(prune.replies_before))
+        .execute(&self.pool)
+        .await?;
+        let done = sqlx::query(
+            "DELETE FROM processed_messages WHERE (channel = $1 AND received_at < $2) OR (channel <> $1 AND received_at < $3)",
+        )
+        .bind(Channel::Sms.as_str())
+        .bind(to_millis(prune.sms_ids_before))
+        .bind(to_millis(prune.other_ids_before))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

@@ -7,7 +7,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{base_env, start_fake_twilio};
+use unlockbot::channels::sms_twilio;
+
+use crate::helpers::*;
 
 /// How long a test waits for something that must happen before it fails.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -142,4 +144,112 @@ async fn idle_keepalive_connections_are_closed() {
     }
     let seen = String::from_utf8_lossy(&seen);
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+}
+
+// ------------------------------------------------------------------------
+// Finding 3: replaying captured Twilio requests.
+
+const VICTIM: &str = "jane.smith@nhs.net";
+const VICTIM_MOBILE: &str = "07811 123456";
+
+/// Twilio's signature joins names and values with no separator: moving
+/// `NumMedia0` into the `MessageSid` value (and dropping `NumMedia`) keeps
+/// it valid while the id changes. Such a request is refused.
+#[tokio::test]
+async fn a_message_sid_shifted_across_a_parameter_boundary_is_refused() {
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow::locked(VICTIM, VICTIM_MOBILE)])
+        .await;
+    let sid = app.next_sid();
+    let captured = app.inbound_params(USER_PHONE, "UNLOCK", &sid);
+    let mut shifted: Vec<(String, String)> = captured
+        .iter()
+        .filter(|(k, _)| k != "NumMedia")
+        .cloned()
+        .collect();
+    for (k, v) in &mut shifted {
+        if k == "MessageSid" {
+            v.push_str("NumMedia0");
+        }
+    }
+    let signature = sms_twilio::signature(
+        AUTH_TOKEN,
+        &format!("{PUBLIC_BASE}{}", sms_twilio::PATH),
+        &captured,
+    );
+    let response = app.post_form(&shifted, Some(&signature)).await;
+    assert_eq!(response.status(), 400, "the shifted id is not a MessageSid");
+    assert_eq!(app.write_counts().await, [0; 5], "nothing stored");
+}
+
+/// A request signed for this auth token but naming another account, and
+/// forms with an empty or a repeated parameter name, are refused.
+#[tokio::test]
+async fn forms_of_another_account_or_a_strange_shape_are_refused() {
+    let mut app = spawn_app().await;
+    let sid = app.next_sid();
+    let mut params = app.inbound_params(USER_PHONE, "UNLOCK", &sid);
+    for (k, v) in &mut params {
+        if k == "AccountSid" {
+            *v = "AC99999999999999999999999999999999".into();
+        }
+    }
+    assert_eq!(
+        app.post_signed(&params).await.status(),
+        403,
+        "another account"
+    );
+    let mut params = app.inbound_params(USER_PHONE, "UNLOCK", &sid);
+    params.retain(|(k, _)| k != "AccountSid");
+    assert_eq!(app.post_signed(&params).await.status(), 403, "no account");
+
+    for (what, extra) in [("an empty name", ""), ("a repeated name", "Body")] {
+        let mut params = app.inbound_params(USER_PHONE, "UNLOCK", &sid);
+        params.push((extra.into(), "HELP".into()));
+        assert_eq!(app.post_signed(&params).await.status(), 400, "{what}");
+    }
+    assert_eq!(app.write_counts().await, [0; 5], "nothing stored");
+}
+
+/// The requests of a whole password reset, captured and replayed
+/// identically days later (after a restart), reset nothing again.
+#[tokio::test]
+async fn a_captured_conversation_replayed_days_later_is_not_processed_again() {
+    let mut app = spawn_app_with(Options {
+        env: vec![("QUESTIONS_TO_ASK", "1".into())],
+    })
+    .await;
+    let mut victim = AccountRow::locked(VICTIM, VICTIM_MOBILE);
+    victim.qa.truncate(1);
+    app.import(&[victim]).await;
+    let mut captured = Vec::new();
+    for body in ["UNLOCK", VICTIM, "3456", "Biscuit", "2"] {
+        let sid = app.next_sid();
+        let params = app.inbound_params(USER_PHONE, body, &sid);
+        let response = app.post_signed(&params).await;
+        assert_eq!(response.status(), 200);
+        captured.push(params);
+    }
+    let reset = |app: &TestApp| app.audit().iter().filter(|e| e["event"] == "reset").count();
+    assert_eq!(reset(&app), 1, "the genuine reset");
+    assert_eq!(app.sent_texts().await.len(), 2, "password and notice");
+
+    app.advance(chrono::Duration::days(3));
+    app.restart().await;
+    // The worker prunes as it starts: the replies go, the ids stay.
+    let deadline = Instant::now() + PATIENCE;
+    let replies = "SELECT COUNT(*) FROM processed_messages WHERE reply <> ''";
+    while app.db.scalar(replies.into()).await > 0 {
+        assert!(Instant::now() < deadline, "stored replies never dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.count("processed_messages").await, 5, "ids remembered");
+    for params in &captured {
+        let response = app.post_signed(params).await;
+        assert_eq!(response.status(), 200, "Twilio must not retry");
+        let body = response.text().await.unwrap();
+        assert_eq!(twiml_text(&body), "", "a replay gets no reply");
+    }
+    assert_eq!(reset(&app), 1, "no second reset");
+    assert_eq!(app.sent_texts().await.len(), 2, "no new texts");
 }

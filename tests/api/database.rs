@@ -193,11 +193,13 @@ async fn simultaneous_guesses_for_one_account_cannot_exceed_the_limit() {
     }
 }
 
-/// Inbound message ids are forgotten after two days (the worker prunes them
-/// hourly), so the table does not grow forever and an `update_id` that
-/// Telegram reuses after a quiet week is processed as new.
+/// The stored reply to an inbound message is dropped after two days (a
+/// repeated delivery is then still recognised, and answered with nothing);
+/// SMS ids are forgotten only after `INBOUND_ID_RETENTION_DAYS`, Telegram's
+/// after two days (it reuses an `update_id` after a quiet week).
 #[tokio::test]
-async fn old_inbound_message_ids_are_pruned() {
+async fn old_inbound_replies_and_ids_are_pruned() {
+    use unlockbot::store::ProcessedPrune;
     let mut app = spawn_app().await;
     app.text("UNLOCK").await;
     assert_eq!(app.count("processed_messages").await, 1);
@@ -205,15 +207,31 @@ async fn old_inbound_message_ids_are_pruned() {
         .await
         .unwrap();
     let now = unlockbot::clock::Clock::now(app.clock.as_ref());
+    let later = now + chrono::Duration::seconds(1);
+    let prune = |replies_before, sms_ids_before| ProcessedPrune {
+        replies_before,
+        sms_ids_before,
+        other_ids_before: later,
+    };
     let removed = database
         .store
-        .prune_processed(now - chrono::Duration::days(2))
+        .prune_processed(&prune(now - chrono::Duration::days(2), now))
         .await
         .unwrap();
     assert_eq!(removed, 0, "recent ids are kept");
+    let non_empty = "SELECT COUNT(*) FROM processed_messages WHERE reply <> ''";
+    assert_eq!(app.db.scalar(non_empty.into()).await, 1);
     let removed = database
         .store
-        .prune_processed(now + chrono::Duration::seconds(1))
+        .prune_processed(&prune(later, now))
+        .await
+        .unwrap();
+    assert_eq!(removed, 0, "an SMS id outlives its reply");
+    assert_eq!(app.db.scalar(non_empty.into()).await, 0, "reply dropped");
+    assert_eq!(app.count("processed_messages").await, 1);
+    let removed = database
+        .store
+        .prune_processed(&prune(later, later))
         .await
         .unwrap();
     assert_eq!(removed, 1);
