@@ -588,8 +588,10 @@ impl DirectoryServer {
     /// Resets `user`'s password to `password`, must change at next sign-in,
     /// as the bot's service account does (AD: one modify of `unicodePwd`
     /// then `pwdLastSet` 0; OpenLDAP: the password-modify operation, then
-    /// `pwdReset: TRUE`). Returns the first result that is not success (a
-    /// policy refusal is 19), else success.
+    /// `pwdReset: TRUE`, which ppolicy sets by itself only for a password
+    /// administrator, one with `manage` access, whose resets skip the
+    /// policy). Returns the first result that is not success (a policy
+    /// refusal is 19), else success.
     pub async fn reset(&self, user: &TestUser, password: &str) -> LdapResult {
         let mut service = self.service().await;
         let result = match self.flavour {
