@@ -10,10 +10,9 @@ use std::io::Read;
 use chrono::{DateTime, Utc};
 
 use crate::directory::{AccountDirectory, AccountId, NewAccount};
-use crate::domain::{
-    Answer, Email, PhoneError, RegisteredMobile, hash_answer, parse_registered_mobile,
-};
+use crate::domain::{Answer, Email, PhoneError, RegisteredMobile, parse_registered_mobile};
 use crate::enrolment::{Enrolments, NewQuestion};
+use crate::hashing::Hasher;
 
 pub const COLUMNS: [&str; 12] = [
     "email",
@@ -69,7 +68,15 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<NewAccount, String> {
+/// A parsed row whose answers are not hashed yet.
+struct ParsedRow {
+    /// With no questions yet.
+    account: NewAccount,
+    /// (question text, answer as given)
+    answers: Vec<(String, Answer)>,
+}
+
+fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<ParsedRow, String> {
     let email =
         Email::parse(row.get(0)).map_err(|e| format!("invalid email '{}': {e}", row.get(0)))?;
     let mobile = match row.get(1) {
@@ -91,7 +98,7 @@ fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<NewAccount
                 .with_timezone(&Utc),
         ),
     };
-    let mut questions = Vec::new();
+    let mut answers = Vec::new();
     for n in 0..3 {
         let (question, answer) = (row.get(6 + 2 * n), Answer::new(row.get(7 + 2 * n)));
         // An answer is empty if nothing is left once normalised (" . ").
@@ -101,22 +108,38 @@ fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<NewAccount
             (false, true) => {
                 return Err(format!("question{} has no answer{}", n + 1, n + 1));
             }
-            (false, false) => {
-                let hash = hash_answer(&answer)
-                    .map_err(|e| format!("cannot hash answer{}: {e}", n + 1))?;
-                questions.push((question.to_owned(), hash));
-            }
+            (false, false) => answers.push((question.to_owned(), answer)),
         }
     }
-    Ok(NewAccount {
+    let account = NewAccount {
         email,
         mobile,
         organisation: row.get(2).to_owned(),
         same_sign_on: parse_bool("same_sign_on", row.get(3))?,
         synced_at,
         locked: parse_bool("locked", row.get(5))?,
-        questions,
-    })
+        questions: Vec::new(),
+    };
+    Ok(ParsedRow { account, answers })
+}
+
+/// Hash a row's answers on the hashing workers, all at once.
+async fn hash_answers(hasher: &Hasher, row: ParsedRow) -> Result<NewAccount, String> {
+    let ParsedRow {
+        mut account,
+        answers,
+    } = row;
+    let hashes = futures::future::join_all(
+        answers
+            .into_iter()
+            .map(|(question, answer)| async move { (question, hasher.hash_answer(answer).await) }),
+    )
+    .await;
+    for (n, (question, hash)) in hashes.into_iter().enumerate() {
+        let hash = hash.map_err(|e| format!("cannot hash answer{}: {e}", n + 1))?;
+        account.questions.push((question, hash));
+    }
+    Ok(account)
 }
 
 /// Store one account in the built-in directory and enrol its questions
@@ -152,6 +175,7 @@ pub async fn save(
 pub async fn import_csv(
     directory: &dyn AccountDirectory,
     enrolments: &dyn Enrolments,
+    hasher: &Hasher,
     input: impl Read,
     allow_crown_dependencies: bool,
     now: DateTime<Utc>,
@@ -187,15 +211,14 @@ pub async fn import_csv(
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        // Hashing answers is deliberately slow: keep it off the async threads.
-        let parsed = tokio::task::spawn_blocking(move || {
-            let row = Row {
-                fields: &record,
-                index: &index,
-            };
-            parse_row(&row, allow_crown_dependencies)
-        })
-        .await?;
+        let row = Row {
+            fields: &record,
+            index: &index,
+        };
+        let parsed = match parse_row(&row, allow_crown_dependencies) {
+            Ok(parsed) => hash_answers(hasher, parsed).await,
+            Err(reason) => Err(reason),
+        };
         match parsed {
             Ok(account) => {
                 save(directory, enrolments, &account, now).await?;

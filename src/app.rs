@@ -13,6 +13,7 @@ use crate::directory::builtin::BuiltinDirectory;
 use crate::directory::{AccountDirectory, Directory};
 use crate::engine::{Engine, EngineConfig};
 use crate::enrolment::{Enrolments, SqlEnrolments};
+use crate::hashing::Hasher;
 use crate::http::{AppState, router};
 use crate::settings::{Settings, SmsProvider, TelegramMode};
 use crate::sms::SmsSender;
@@ -30,11 +31,17 @@ pub struct Database {
     pub store: Arc<dyn Store>,
     pub builtin: Arc<BuiltinDirectory>,
     pub enrolments: Arc<dyn Enrolments>,
+    /// The argon2id worker pool every hash and verify runs on.
+    pub hasher: Hasher,
 }
 
 impl Database {
     /// Connect to `url` (`sqlite://…` or `postgres://…`), applying migrations.
-    pub async fn connect(url: &str, allow_crown_dependencies: bool) -> Result<Self, StoreError> {
+    pub async fn connect(
+        url: &str,
+        allow_crown_dependencies: bool,
+        hasher: Hasher,
+    ) -> Result<Self, StoreError> {
         let (store, pool): (Arc<dyn Store>, SqlPool) = if url.starts_with("sqlite:") {
             let pool = crate::store::sqlite::connect(url).await?;
             (
@@ -57,8 +64,10 @@ impl Database {
             builtin: Arc::new(BuiltinDirectory::new(
                 pool.clone(),
                 allow_crown_dependencies,
+                hasher.clone(),
             )),
             enrolments: Arc::new(SqlEnrolments::new(pool)),
+            hasher,
         })
     }
 
@@ -77,6 +86,8 @@ pub struct Services {
     /// The built-in directory's administration (import, demo).
     pub accounts: Arc<dyn AccountDirectory>,
     pub enrolments: Arc<dyn Enrolments>,
+    /// The argon2id worker pool every hash and verify runs on.
+    pub hasher: Hasher,
     /// Delivers queued texts; `Application` runs it beside the server.
     pub worker: Option<OutboxWorker>,
 }
@@ -95,9 +106,13 @@ impl Services {
             &settings.dialogs_dir,
             &settings.language,
         )?);
-        let database = Database::connect(&settings.database_url, settings.allow_crown_dependencies)
-            .await
-            .with_context(|| "cannot open the database (DATABASE_URL)")?;
+        let database = Database::connect(
+            &settings.database_url,
+            settings.allow_crown_dependencies,
+            Hasher::new(settings.hashing),
+        )
+        .await
+        .with_context(|| "cannot open the database (DATABASE_URL)")?;
         let sms = match sms {
             Some(sms) => sms,
             None => sms_sender(settings)?,
@@ -117,6 +132,7 @@ impl Services {
         let unlock = Unlock::new(
             directory.clone(),
             database.enrolments.clone(),
+            database.hasher.clone(),
             database.store.clone(),
             outbox_key.clone(),
             dialog.clone(),
@@ -154,6 +170,7 @@ impl Services {
             directory,
             accounts: database.builtin,
             enrolments: database.enrolments,
+            hasher: database.hasher,
             worker: Some(worker),
         })
     }

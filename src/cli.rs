@@ -86,9 +86,13 @@ fn parse_email(raw: &str) -> anyhow::Result<Email> {
 }
 
 async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
-    Database::connect(&settings.database_url, settings.allow_crown_dependencies)
-        .await
-        .context("cannot open the database (DATABASE_URL)")
+    Database::connect(
+        &settings.database_url,
+        settings.allow_crown_dependencies,
+        crate::hashing::Hasher::new(settings.hashing),
+    )
+    .await
+    .context("cannot open the database (DATABASE_URL)")
 }
 
 /// A terminal conversation, with the outbox worker delivering texts to the
@@ -208,6 +212,7 @@ async fn accounts_command(
             let report = accounts::import_csv(
                 directory,
                 database.enrolments.as_ref(),
+                &database.hasher,
                 input,
                 settings.allow_crown_dependencies,
                 clock.now(),

@@ -137,9 +137,32 @@ impl Engine {
         }
     }
 
-    /// Run one turn.
+    /// The reply when the service is overloaded: the message was not
+    /// processed, nothing changed, and no attempt was counted.
+    pub fn busy_reply(&self) -> Reply {
+        Reply {
+            parts: vec![self.dialog.wording.text("service_busy").to_owned()],
+            choices: Vec::new(),
+            input_was_secret: false,
+            repeated: false,
+        }
+    }
+
+    /// Run one turn. When the service is overloaded (hashing queue full, no
+    /// database connection in time) the turn is abandoned before anything
+    /// is stored and the reply asks the user to send the same message again.
     #[tracing::instrument(skip_all, fields(conversation = %inbound.key.masked_sender(), channel = inbound.key.channel().as_str()))]
     pub async fn handle(&self, inbound: Inbound) -> Result<Reply, TurnError> {
+        match self.turn(inbound).await {
+            Err(e) if e.is_busy() => {
+                tracing::warn!(error = %e, "overloaded: turn not processed, user asked to resend");
+                Ok(self.busy_reply())
+            }
+            other => other,
+        }
+    }
+
+    async fn turn(&self, inbound: Inbound) -> Result<Reply, TurnError> {
         // Held exclusively, in every instance, until the turn commits.
         let mut tx = self.store.begin_turn(&inbound.key).await?;
         if let Some(id) = &inbound.message_id

@@ -17,6 +17,7 @@ pub mod directory;
 pub mod domain;
 pub mod engine;
 pub mod enrolment;
+pub mod hashing;
 pub mod http;
 pub mod serve;
 pub mod settings;

@@ -100,6 +100,8 @@ pub struct Settings {
     /// provider (a random key is then made at start-up).
     pub outbox_key: Option<OutboxKey>,
     pub outbox: RetryPolicy,
+    /// The argon2id worker pool (`HASH_WORKERS`, `HASH_QUEUE_LIMIT`).
+    pub hashing: crate::hashing::HashSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,7 +362,27 @@ impl Settings {
             ..RetryPolicy::default()
         };
 
+        let machine = crate::hashing::HashSettings::for_this_machine();
+        let workers = usize::try_from(number(
+            "HASH_WORKERS",
+            machine.workers as i64,
+            1,
+            crate::hashing::MAX_WORKERS as i64,
+        )?)
+        .unwrap_or(machine.workers);
+        let hashing = crate::hashing::HashSettings {
+            workers,
+            queue_limit: usize::try_from(number(
+                "HASH_QUEUE_LIMIT",
+                (workers * crate::hashing::DEFAULT_QUEUE_PER_WORKER) as i64,
+                1,
+                1_000_000,
+            )?)
+            .unwrap_or(workers * crate::hashing::DEFAULT_QUEUE_PER_WORKER),
+        };
+
         Ok(Self {
+            hashing,
             outbox_key,
             outbox,
             telegram,
@@ -428,6 +450,10 @@ mod tests {
         assert!(matches!(s.sms, SmsProvider::Log));
         assert_eq!(s.questions_to_ask, 2);
         assert_eq!(s.idle_timeout, Duration::minutes(15));
+        assert_eq!(s.hashing, crate::hashing::HashSettings::for_this_machine());
+        let s = Settings::from_map(&env(&[("HASH_WORKERS", "3")])).unwrap();
+        assert_eq!(s.hashing.workers, 3);
+        assert_eq!(s.hashing.queue_limit, 300);
     }
 
     #[test]
@@ -491,5 +517,9 @@ mod tests {
         assert_eq!(e.variable, "DATABASE_URL");
         let e = Settings::from_map(&env(&[("QUESTIONS_TO_ASK", "many")])).unwrap_err();
         assert_eq!(e.variable, "QUESTIONS_TO_ASK");
+        let e = Settings::from_map(&env(&[("HASH_WORKERS", "0")])).unwrap_err();
+        assert_eq!(e.variable, "HASH_WORKERS");
+        let e = Settings::from_map(&env(&[("HASH_QUEUE_LIMIT", "none")])).unwrap_err();
+        assert_eq!(e.variable, "HASH_QUEUE_LIMIT");
     }
 }

@@ -197,6 +197,7 @@ pub const SYSTEM_MESSAGES: &[&str] = &[
     "cancelled",
     "too_many_invalid",
     "service_unavailable",
+    "service_busy",
     "message_too_long",
     "text_not_delivered",
     TEMP_PASSWORD_MESSAGE,

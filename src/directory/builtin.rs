@@ -8,10 +8,10 @@ use sqlx::Row;
 
 use super::{
     Account, AccountCommand, AccountDirectory, AccountId, AccountRef, AccountView, Directory,
-    DirectoryError, NewAccount, hash_password_blocking, password_lifetime,
-    verify_password_blocking,
+    DirectoryError, NewAccount, password_lifetime,
 };
 use crate::domain::{Email, RegisteredMobile, parse_registered_mobile};
+use crate::hashing::Hasher;
 use crate::sql::SqlPool;
 use crate::with_pool;
 
@@ -19,13 +19,15 @@ use crate::with_pool;
 pub struct BuiltinDirectory {
     pool: SqlPool,
     allow_crown_dependencies: bool,
+    hasher: Hasher,
 }
 
 impl BuiltinDirectory {
-    pub fn new(pool: SqlPool, allow_crown_dependencies: bool) -> Self {
+    pub fn new(pool: SqlPool, allow_crown_dependencies: bool, hasher: Hasher) -> Self {
         Self {
             pool,
             allow_crown_dependencies,
+            hasher,
         }
     }
 }
@@ -129,7 +131,7 @@ impl Directory for BuiltinDirectory {
                     .rows_affected()
             }),
             AccountCommand::SetTemporaryPassword { password, .. } => {
-                let hash = hash_password_blocking(password.expose_secret()).await?;
+                let hash = self.hasher.hash_password(password.expose_secret()).await?;
                 with_pool!(&self.pool, |pool, ts| {
                     sqlx::query(SET_TEMPORARY)
                         .bind(email)
@@ -247,7 +249,7 @@ impl AccountDirectory for BuiltinDirectory {
         match hash {
             None => Err(DirectoryError::NotFound),
             Some(None) => Ok(false),
-            Some(Some(hash)) => verify_password_blocking(password, hash).await,
+            Some(Some(hash)) => Ok(self.hasher.verify_password(password, hash).await?),
         }
     }
 }

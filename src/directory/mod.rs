@@ -27,11 +27,28 @@ pub enum DirectoryError {
     Refused(String),
     #[error("no such account")]
     NotFound,
+    /// Overloaded (hashing queue full, no database connection in time):
+    /// nothing was done; try again later.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 impl From<sqlx::Error> for DirectoryError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Unavailable(e.to_string())
+        if crate::store::is_overload(&e) {
+            Self::Busy(e.to_string())
+        } else {
+            Self::Unavailable(e.to_string())
+        }
+    }
+}
+
+impl From<crate::hashing::HashingError> for DirectoryError {
+    fn from(e: crate::hashing::HashingError) -> Self {
+        match e {
+            crate::hashing::HashingError::Busy(_) => Self::Busy(e.to_string()),
+            crate::hashing::HashingError::Failed(_) => Self::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -221,30 +238,6 @@ pub struct AccountView {
 /// How long a password lasts under the service's policy.
 pub fn password_lifetime() -> chrono::Duration {
     chrono::Duration::days(365)
-}
-
-fn hashing_failed(e: impl std::fmt::Display) -> DirectoryError {
-    DirectoryError::Unavailable(format!("password hashing failed: {e}"))
-}
-
-/// Hash a password off the async threads (argon2 is deliberately slow).
-pub(crate) async fn hash_password_blocking(password: &str) -> Result<String, DirectoryError> {
-    let owned = zeroize::Zeroizing::new(password.to_owned());
-    tokio::task::spawn_blocking(move || crate::domain::hash_password(&owned))
-        .await
-        .map_err(hashing_failed)?
-        .map_err(hashing_failed)
-}
-
-/// Check a password against a hash off the async threads.
-pub(crate) async fn verify_password_blocking(
-    password: &str,
-    hash: String,
-) -> Result<bool, DirectoryError> {
-    let owned = zeroize::Zeroizing::new(password.to_owned());
-    tokio::task::spawn_blocking(move || crate::domain::verify_password(&owned, &hash))
-        .await
-        .map_err(hashing_failed)
 }
 
 /// The built-in directory's administration, for the CLI and the importer.

@@ -26,6 +26,8 @@ pub use mobile::{
     parse_any_e164, parse_registered_mobile, parse_uk_mobile,
 };
 pub use secret::{
-    Answer, AnswerHash, AnswerNormalisation, HashError, PolicyError, TempPassword, hash_answer,
-    hash_password, meets_ad_complexity, meets_password_policy, verify_answer, verify_password,
+    Answer, AnswerHash, AnswerNormalisation, HashError, HashMemory, PolicyError, TempPassword,
+    hash_answer, hash_answer_with, hash_password, hash_password_with, meets_ad_complexity,
+    meets_password_policy, verify_answer, verify_answer_with, verify_password,
+    verify_password_with,
 };

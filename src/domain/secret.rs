@@ -9,8 +9,11 @@
 use std::fmt;
 
 use argon2::{
-    Argon2,
-    password_hash::{self, PasswordHasher, PasswordVerifier, phc::PasswordHash},
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::{
+        self,
+        phc::{Output, ParamsString, PasswordHash, Salt},
+    },
 };
 use rand::{RngExt, seq::SliceRandom};
 use zeroize::Zeroizing;
@@ -288,16 +291,78 @@ fn hasher() -> Argon2<'static> {
     Argon2::default()
 }
 
-fn hash_bytes(secret: &[u8]) -> Result<String, HashError> {
-    let hash: PasswordHash = hasher().hash_password(secret).map_err(HashError::Hashing)?;
+/// Working memory for one argon2id computation at our parameters (19 MiB),
+/// kept and reused by a hashing worker instead of being allocated (and
+/// returned to a fragmented heap) on every call.
+pub struct HashMemory(Vec<Block>);
+
+impl HashMemory {
+    /// Memory for the parameters [`hash_answer`] and [`hash_password`] use.
+    pub fn new() -> Self {
+        Self(vec![Block::new(); Params::DEFAULT.block_count()])
+    }
+}
+
+impl Default for HashMemory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for HashMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HashMemory({} KiB)", self.0.len())
+    }
+}
+
+fn hash_bytes(memory: &mut HashMemory, secret: &[u8]) -> Result<String, HashError> {
+    let salt_bytes = password_hash::try_generate_salt()
+        .map_err(|_| HashError::Hashing(password_hash::Error::Crypto))?;
+    let salt = Salt::new(&salt_bytes).map_err(|e| HashError::Hashing(e.into()))?;
+    let argon2 = hasher();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2
+        .hash_password_into_with_memory(secret, &salt, &mut out, &mut memory.0[..])
+        .map_err(|e| HashError::Hashing(e.into()))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(HashError::Hashing)?,
+        salt: Some(salt),
+        hash: Some(Output::new(&out).map_err(|e| HashError::Hashing(e.into()))?),
+    };
     Ok(hash.to_string())
 }
 
-fn verify_bytes(secret: &[u8], phc: &str) -> bool {
+fn verify_bytes(memory: &mut HashMemory, secret: &[u8], phc: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
-    hasher().verify_password(secret, &parsed).is_ok()
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::new(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let Ok(version) = parsed
+        .version
+        .map_or(Ok(Version::default()), Version::try_from)
+    else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+    let computed = if params.block_count() <= memory.0.len() {
+        argon2.hash_password_into_with_memory(secret, salt, &mut out, &mut memory.0[..])
+    } else {
+        // A hash made with more memory than ours (not one we wrote).
+        argon2.hash_password_into(secret, salt, &mut out)
+    };
+    // `Output`'s equality is constant-time.
+    computed.is_ok() && Output::new(&out).is_ok_and(|o| &o == expected)
 }
 
 /// Hashes an answer, normalised the [current](AnswerNormalisation::CURRENT)
@@ -307,9 +372,17 @@ fn verify_bytes(secret: &[u8], phc: &str) -> bool {
 /// # Errors
 /// [`HashError`] if argon2 fails.
 pub fn hash_answer(answer: &Answer) -> Result<AnswerHash, HashError> {
+    hash_answer_with(&mut HashMemory::new(), answer)
+}
+
+/// [`hash_answer`] in the given working memory.
+///
+/// # Errors
+/// [`HashError`] if argon2 fails.
+pub fn hash_answer_with(memory: &mut HashMemory, answer: &Answer) -> Result<AnswerHash, HashError> {
     let normalisation = AnswerNormalisation::CURRENT;
     Ok(AnswerHash {
-        phc: hash_bytes(answer.normalised(normalisation).as_bytes())?,
+        phc: hash_bytes(memory, answer.normalised(normalisation).as_bytes())?,
         normalisation,
     })
 }
@@ -321,15 +394,20 @@ pub fn hash_answer(answer: &Answer) -> Result<AnswerHash, HashError> {
 /// are forgiven for it too. `false` on mismatch and on a malformed or
 /// unsupported hash.
 pub fn verify_answer(answer: &Answer, stored: &AnswerHash) -> bool {
+    verify_answer_with(&mut HashMemory::new(), answer, stored)
+}
+
+/// [`verify_answer`] in the given working memory.
+pub fn verify_answer_with(memory: &mut HashMemory, answer: &Answer, stored: &AnswerHash) -> bool {
     let first = answer.normalised(stored.normalisation);
-    if verify_bytes(first.as_bytes(), &stored.phc) {
+    if verify_bytes(memory, first.as_bytes(), &stored.phc) {
         return true;
     }
     match stored.normalisation {
         AnswerNormalisation::V2 => false,
         AnswerNormalisation::V1 => {
             let plain = AnswerNormalisation::V1.apply(&AnswerNormalisation::V2.apply(&answer.0));
-            *plain != *first && verify_bytes(plain.as_bytes(), &stored.phc)
+            *plain != *first && verify_bytes(memory, plain.as_bytes(), &stored.phc)
         }
     }
 }
@@ -340,13 +418,26 @@ pub fn verify_answer(answer: &Answer, stored: &AnswerHash) -> bool {
 /// # Errors
 /// [`HashError`] if argon2 fails.
 pub fn hash_password(password: &str) -> Result<String, HashError> {
-    hash_bytes(password.as_bytes())
+    hash_password_with(&mut HashMemory::new(), password)
+}
+
+/// [`hash_password`] in the given working memory.
+///
+/// # Errors
+/// [`HashError`] if argon2 fails.
+pub fn hash_password_with(memory: &mut HashMemory, password: &str) -> Result<String, HashError> {
+    hash_bytes(memory, password.as_bytes())
 }
 
 /// Checks an account password against a PHC string from [`hash_password`].
 /// `false` on mismatch and on a malformed or unsupported hash.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    verify_bytes(password.as_bytes(), phc)
+    verify_password_with(&mut HashMemory::new(), password, phc)
+}
+
+/// [`verify_password`] in the given working memory.
+pub fn verify_password_with(memory: &mut HashMemory, password: &str, phc: &str) -> bool {
+    verify_bytes(memory, password.as_bytes(), phc)
 }
 
 #[cfg(test)]
@@ -511,7 +602,11 @@ mod tests {
     /// their normalisation).
     fn v1_hash(raw: &str) -> AnswerHash {
         AnswerHash {
-            phc: hash_bytes(AnswerNormalisation::V1.apply(raw).as_bytes()).unwrap(),
+            phc: hash_bytes(
+                &mut HashMemory::new(),
+                AnswerNormalisation::V1.apply(raw).as_bytes(),
+            )
+            .unwrap(),
             normalisation: AnswerNormalisation::V1,
         }
     }
@@ -562,6 +657,52 @@ mod tests {
         // Passwords are not normalised.
         assert!(!verify_password("correct-horse-9", &phc));
         assert!(!verify_password("Correct-Horse-9 ", &phc));
+    }
+
+    #[test]
+    fn reused_memory_agrees_with_the_argon2_crate() {
+        use argon2::{PasswordHasher, PasswordVerifier};
+        let mut memory = HashMemory::new();
+        // Ours verifies the crate's own hashes, and the crate verifies ours,
+        // with one memory block reused across all of them.
+        let theirs = Argon2::default()
+            .hash_password(b"Correct-Horse-9")
+            .unwrap()
+            .to_string();
+        assert!(verify_password_with(
+            &mut memory,
+            "Correct-Horse-9",
+            &theirs
+        ));
+        assert!(!verify_password_with(
+            &mut memory,
+            "Correct-Horse-8",
+            &theirs
+        ));
+        let ours = hash_password_with(&mut memory, "Correct-Horse-9").unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        Argon2::default()
+            .verify_password(b"Correct-Horse-9", &PasswordHash::new(&ours).unwrap())
+            .unwrap();
+        assert!(verify_password_with(&mut memory, "Correct-Horse-9", &ours));
+        // A hash with smaller parameters (not ours) still verifies.
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"pw-small-params")
+        .unwrap()
+        .to_string();
+        assert!(verify_password_with(&mut memory, "pw-small-params", &small));
+        assert!(!verify_password_with(
+            &mut memory,
+            "pw-small-paramz",
+            &small
+        ));
     }
 
     #[test]

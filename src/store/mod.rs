@@ -27,6 +27,23 @@ pub enum StoreError {
     Unsupported(String),
 }
 
+/// Whether a database error means "overloaded, nothing was done": no
+/// connection came free in time, or SQLite's write lock stayed taken past
+/// its busy timeout.
+pub fn is_overload(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && matches!(
+                    db.code().as_deref(),
+                    Some("5" | "6" | "261" | "262" | "517" | "773")
+                )
+        }
+        _ => false,
+    }
+}
+
 /// A conversation as stored after its last turn.
 #[derive(Debug, Clone)]
 pub struct StoredConversation {

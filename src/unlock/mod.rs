@@ -15,10 +15,9 @@ use crate::dialog::render::{Vars, render};
 use crate::dialog::spec::TEMP_PASSWORD_MESSAGE;
 use crate::dialog::{ActionKind, Dialog, Fact, Outcome};
 use crate::directory::{Account, AccountCommand, Directory, DirectoryError, Disabled};
-use crate::domain::{
-    Answer, Email, Last4, RegisteredMobile, TempPassword, UkMobile, verify_answer,
-};
+use crate::domain::{Answer, Email, Last4, RegisteredMobile, TempPassword, UkMobile};
 use crate::enrolment::Enrolments;
+use crate::hashing::Hasher;
 use crate::sms::outbox::{OutboxKey, queue};
 use crate::sms::{OutboundSms, SmsKind};
 use crate::store::Store;
@@ -114,6 +113,7 @@ const LONGER_AFTER_REFUSAL: usize = 4;
 pub struct Unlock {
     directory: Arc<dyn Directory>,
     enrolments: Arc<dyn Enrolments>,
+    hasher: Hasher,
     store: Arc<dyn Store>,
     outbox_key: OutboxKey,
     dialog: Arc<Dialog>,
@@ -124,6 +124,7 @@ impl Unlock {
     pub fn new(
         directory: Arc<dyn Directory>,
         enrolments: Arc<dyn Enrolments>,
+        hasher: Hasher,
         store: Arc<dyn Store>,
         outbox_key: OutboxKey,
         dialog: Arc<Dialog>,
@@ -132,6 +133,7 @@ impl Unlock {
         Self {
             directory,
             enrolments,
+            hasher,
             store,
             outbox_key,
             dialog,
@@ -259,9 +261,7 @@ impl Unlock {
             .and_then(|a| a.questions.iter().find(|q| Some(q.position) == position))
             .map(|q| q.answer_hash.clone());
         let right = match stored {
-            Some(stored) => tokio::task::spawn_blocking(move || verify_answer(&answer, &stored))
-                .await
-                .map_err(|e| TurnError::Internal(format!("answer check failed: {e}")))?,
+            Some(stored) => self.hasher.verify_answer(answer, stored).await?,
             None => false,
         };
         turn.state.answers_ok &= right;
@@ -318,8 +318,10 @@ impl Unlock {
             let command = AccountCommand::Unlock {
                 account: account.account.clone(),
             };
-            if let Err(e) = self.directory.apply(&command, turn.now).await {
-                return Ok(self.not_changed("unlock", &e, turn));
+            match self.directory.apply(&command, turn.now).await {
+                Ok(()) => {}
+                Err(e @ DirectoryError::Busy(_)) => return Err(e.into()),
+                Err(e) => return Ok(self.not_changed("unlock", &e, turn)),
             }
             turn.audit("unlock", "unlocked");
             self.notice(&mobile, SmsKind::NoticeUnlocked, &email, turn)?;
@@ -329,7 +331,7 @@ impl Unlock {
             turn.audit("refusal", "reset_waiting_same_sign_on");
             return Ok(Outcome::ResetWaiting);
         }
-        let Some(password) = self.set_temporary_password(&account, turn).await else {
+        let Some(password) = self.set_temporary_password(&account, turn).await? else {
             return Ok(Outcome::NotChanged);
         };
         let mut vars = Vars::new();
@@ -366,7 +368,7 @@ impl Unlock {
         &self,
         account: &Account,
         turn: &mut Turn,
-    ) -> Option<TempPassword> {
+    ) -> Result<Option<TempPassword>, TurnError> {
         for attempt in 0..TEMP_PASSWORD_TRIES {
             let length = self.policy.temp_password_length + attempt * LONGER_AFTER_REFUSAL;
             let command = AccountCommand::SetTemporaryPassword {
@@ -378,20 +380,22 @@ impl Unlock {
                     let AccountCommand::SetTemporaryPassword { password, .. } = command else {
                         unreachable!("built as SetTemporaryPassword above");
                     };
-                    return Some(password);
+                    return Ok(Some(password));
                 }
+                // Overloaded before anything changed: the turn is not processed.
+                Err(e @ DirectoryError::Busy(_)) => return Err(e.into()),
                 Err(DirectoryError::RefusedByPolicy(why)) => {
                     tracing::warn!(attempt, %why, "directory refused a temporary password");
                     turn.audit("reset", "password_refused_by_policy");
                 }
                 Err(e) => {
                     self.not_changed("reset", &e, turn);
-                    return None;
+                    return Ok(None);
                 }
             }
         }
         turn.audit("reset", "not_changed:every_password_refused");
-        None
+        Ok(None)
     }
 
     /// The directory did not make a change: say why in the audit (the user
@@ -403,6 +407,7 @@ impl Unlock {
             DirectoryError::RefusedByPolicy(_) => "refused_by_policy",
             DirectoryError::Refused(_) => "refused_by_directory",
             DirectoryError::NotFound => "account_not_found",
+            DirectoryError::Busy(_) => "busy",
         };
         turn.audit(event, &format!("not_changed:{why}"));
         Outcome::NotChanged

@@ -20,6 +20,33 @@ pub enum TurnError {
     Enrolment(#[from] EnrolmentError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The service is overloaded (hashing queue full, no database
+    /// connection in time): the turn was not processed and changed
+    /// nothing; the user is asked to send the same message again.
+    #[error("busy: {0}")]
+    Busy(String),
+}
+
+impl TurnError {
+    /// The service was overloaded and the turn changed nothing.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Self::Busy(_) | Self::Directory(DirectoryError::Busy(_)) => true,
+            Self::Store(StoreError::Database(e)) | Self::Enrolment(EnrolmentError::Database(e)) => {
+                crate::store::is_overload(e)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<crate::hashing::HashingError> for TurnError {
+    fn from(e: crate::hashing::HashingError) -> Self {
+        match e {
+            crate::hashing::HashingError::Busy(_) => Self::Busy(e.to_string()),
+            crate::hashing::HashingError::Failed(_) => Self::Internal(e.to_string()),
+        }
+    }
 }
 
 /// A parsed input.

@@ -6,6 +6,7 @@
 //! conversation, and pruning of old message ids.
 
 use crate::helpers::*;
+use unlockbot::hashing::{HashSettings, Hasher};
 
 const EMAIL: &str = "jane.smith@nhs.net";
 
@@ -130,9 +131,13 @@ async fn a_claim_for_one_conversation_takes_no_other_texts() {
     app.verify(EMAIL, "3456").await;
     app.text("1").await;
     app.outbox_settled().await; // tried once, now waiting for its retry
-    let database = unlockbot::app::Database::connect(&app.db.url(), false)
-        .await
-        .unwrap();
+    let database = unlockbot::app::Database::connect(
+        &app.db.url(),
+        false,
+        Hasher::new(HashSettings::default()),
+    )
+    .await
+    .unwrap();
     let later = chrono::Utc::now() + chrono::Duration::days(1);
     let lease = chrono::Duration::seconds(60);
     let terminal = database
@@ -203,9 +208,13 @@ async fn old_inbound_replies_and_ids_are_pruned() {
     let mut app = spawn_app().await;
     app.text("UNLOCK").await;
     assert_eq!(app.count("processed_messages").await, 1);
-    let database = unlockbot::app::Database::connect(&app.db.url(), false)
-        .await
-        .unwrap();
+    let database = unlockbot::app::Database::connect(
+        &app.db.url(),
+        false,
+        Hasher::new(HashSettings::default()),
+    )
+    .await
+    .unwrap();
     let now = unlockbot::clock::Clock::now(app.clock.as_ref());
     let later = now + chrono::Duration::seconds(1);
     let prune = |replies_before, sms_ids_before| ProcessedPrune {

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use unlockbot::app::Application;
 use unlockbot::channels::sms_twilio;
 use unlockbot::clock::{Clock, ManualClock};
+use unlockbot::hashing::Hasher;
 use unlockbot::settings::Settings;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -294,6 +295,8 @@ pub struct TestApp {
     /// stalls the server half-way through a database transaction.
     server: Option<std::thread::JoinHandle<()>>,
     sid_counter: u64,
+    /// The running server's hashing pool (to watch how much runs at once).
+    pub hasher: Option<Hasher>,
 }
 
 /// Options for a test server.
@@ -330,6 +333,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         stop: None,
         server: None,
         sid_counter: 0,
+        hasher: None,
     };
     app.start().await;
     app
@@ -514,7 +518,7 @@ impl TestApp {
                 let app = Application::build_with(settings, clock, None)
                     .await
                     .expect("app builds");
-                let _ = ready_tx.send(app.port());
+                let _ = ready_tx.send((app.port(), app.services.hasher.clone()));
                 app.run_until(async {
                     let _ = stop_rx.await;
                 })
@@ -522,7 +526,8 @@ impl TestApp {
                 .expect("server runs");
             });
         });
-        let port = ready_rx.await.expect("server started");
+        let (port, hasher) = ready_rx.await.expect("server started");
+        self.hasher = Some(hasher);
         self.address = format!("http://127.0.0.1:{port}");
         self.stop = Some(stop_tx);
         self.server = Some(server);

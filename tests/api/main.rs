@@ -14,6 +14,7 @@ mod cli;
 mod conversation;
 mod database;
 mod instances;
+mod load;
 mod policy;
 mod telegram;
 mod webhook;
