@@ -768,7 +768,7 @@ impl DirectoryServer {
             .map(|(_, hostport)| hostport.trim_end_matches('/'))
             .expect("URL with a scheme");
         let scheme = self.url.split_once("://").expect("scheme").0;
-        Gate::start(scheme, target.parse().expect("host:port")).await
+        Gate::start(scheme, target.parse().expect("host:port"))
     }
 
     /// Stops a [`private_slapd`] (really: the process ends; its data stay).
@@ -948,7 +948,11 @@ pub fn unique_mobile() -> String {
 pub struct Gate {
     url: String,
     mode: watch::Sender<GateMode>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The relay runs on a thread and runtime of its own, so it keeps
+    /// relaying while the test blocks its own thread (waiting for a CLI
+    /// process, say).
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -959,23 +963,39 @@ enum GateMode {
 }
 
 impl Gate {
-    async fn start(scheme: &str, target: SocketAddr) -> Gate {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("gate listener");
+    fn start(scheme: &str, target: SocketAddr) -> Gate {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("gate listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let port = listener.local_addr().expect("gate address").port();
         let (mode, _) = watch::channel(GateMode::Open);
         let modes = mode.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let rx = modes.subscribe();
-                tokio::spawn(relay(client, target, rx));
-            }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("gate runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).expect("gate listener");
+                let accept = async {
+                    while let Ok((client, _)) = listener.accept().await {
+                        tokio::spawn(relay(client, target, modes.subscribe()));
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime ends every relay and closes its sockets.
         });
         Gate {
             url: format!("{scheme}://127.0.0.1:{port}"),
             mode,
-            task,
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 
@@ -1002,7 +1022,12 @@ impl Gate {
 impl Drop for Gate {
     fn drop(&mut self) {
         self.mode.send_replace(GateMode::Cut);
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -1273,6 +1298,37 @@ async fn refuses_binds_in_clear(server: &DirectoryServer) {
         .expect("bind after StartTLS");
 }
 
+/// The gate keeps relaying while the test's own thread blocks (as when it
+/// waits for a CLI process): a bind on another thread goes through while
+/// this (single-threaded) test runtime is blocked.
+async fn gate_relays_while_the_test_blocks(server: &DirectoryServer) {
+    let gate = server.gate().await;
+    let url = gate.url().to_owned();
+    let tls = server.tls.clone();
+    let (dn, password) = (
+        server.bind_dn().to_owned(),
+        server.bind_password().to_owned(),
+    );
+    let other = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let settings = LdapConnSettings::new()
+                .set_config(tls)
+                .set_starttls(url.starts_with("ldap://"))
+                .set_conn_timeout(Duration::from_secs(10));
+            let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &url).await?;
+            ldap3::drive!(conn);
+            ldap.simple_bind(&dn, &password).await?.success()
+        })
+    });
+    // Blocks this test's only runtime thread until the bind is done.
+    let bound = other.join().expect("the other thread");
+    assert!(bound.is_ok(), "{bound:?}");
+}
+
 async fn gate_stalls(server: &DirectoryServer) {
     let gate = server.gate().await;
     let mut ldap = server
@@ -1321,6 +1377,18 @@ async fn slapd_refuses_binds_in_clear() {
 async fn samba_refuses_binds_in_clear() {
     let Some(server) = samba().await else { return };
     refuses_binds_in_clear(server).await;
+}
+
+#[tokio::test]
+async fn slapd_gate_relays_while_the_test_blocks() {
+    let Some(server) = slapd().await else { return };
+    gate_relays_while_the_test_blocks(server).await;
+}
+
+#[tokio::test]
+async fn samba_gate_relays_while_the_test_blocks() {
+    let Some(server) = samba().await else { return };
+    gate_relays_while_the_test_blocks(server).await;
 }
 
 #[tokio::test]
