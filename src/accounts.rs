@@ -170,6 +170,143 @@ pub async fn save(
     Ok(())
 }
 
+/// One data row of an operators' CSV file: its line as a text editor shows
+/// it, and its fields, or why it cannot be used.
+pub struct CsvRow {
+    pub line: u64,
+    pub fields: Result<csv::StringRecord, String>,
+}
+
+/// Read an operators' CSV file (`accounts import`, `enrolment import`): the
+/// header must name every column in `columns` (in any order; a byte-order
+/// mark is ignored); returns, for each column, its index in a row, and the
+/// data rows. Every row is checked here, for both importers:
+///
+/// * it has exactly as many fields as the header (an unquoted comma in a
+///   question would otherwise shift an answer into a column that is stored
+///   in clear and shown);
+/// * no field holds a control, direction-changing or invisible character
+///   (reported by column and code point; never for an answer, whose
+///   content is never echoed);
+/// * line numbers count `\n`, `\r\n` and a lone `\r` each as one line
+///   break, as a text editor does, from the start of the row.
+///
+/// Blank rows are skipped. The error is for a file that cannot be read at
+/// all (no header, a missing column).
+pub fn read_csv(
+    mut input: impl Read,
+    columns: &[&str],
+) -> anyhow::Result<(Vec<usize>, Vec<CsvRow>)> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(bytes.as_slice());
+    let headers = reader.headers()?.clone();
+    let mut index = Vec::with_capacity(columns.len());
+    for column in columns {
+        index.push(
+            headers
+                .iter()
+                .position(|h| h.trim().trim_start_matches('\u{feff}') == *column)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "line 1: the header has no '{column}' column (expected: {})",
+                        columns.join(",")
+                    )
+                })?,
+        );
+    }
+    let lines = LineIndex::new(&bytes);
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let row = match record {
+            Ok(record) => {
+                let line = lines.line_at(&bytes, record.position().map(|p| p.byte()).unwrap_or(0));
+                if record.iter().all(|f| f.trim().is_empty()) {
+                    continue;
+                }
+                CsvRow {
+                    line,
+                    fields: check_fields(record, &headers),
+                }
+            }
+            Err(e) => CsvRow {
+                line: lines.line_at(&bytes, e.position().map(|p| p.byte()).unwrap_or(0)),
+                // csv's messages name positions, never field contents.
+                fields: Err(format!("unreadable row: {e}")),
+            },
+        };
+        rows.push(row);
+    }
+    Ok((index, rows))
+}
+
+fn check_fields(
+    record: csv::StringRecord,
+    headers: &csv::StringRecord,
+) -> Result<csv::StringRecord, String> {
+    if record.len() != headers.len() {
+        return Err(format!(
+            "{} fields where the header has {} (is there an unquoted comma or quote in a field?); row not imported",
+            record.len(),
+            headers.len()
+        ));
+    }
+    for (field, name) in record.iter().zip(headers.iter()) {
+        if let Some(c) = crate::domain::text::first_unsafe_char(field) {
+            let name = name.trim().trim_start_matches('\u{feff}');
+            return Err(if name.starts_with("answer") {
+                format!("{name} contains a control or invisible character")
+            } else {
+                format!(
+                    "{name} contains a control or invisible character (U+{:04X})",
+                    u32::from(c)
+                )
+            });
+        }
+    }
+    Ok(record)
+}
+
+/// Line numbers of byte offsets, counting line breaks as an editor does.
+struct LineIndex {
+    /// Byte offsets where each line after the first starts.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(bytes: &[u8]) -> Self {
+        let mut starts = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                    starts.push(i + 2);
+                    i += 2;
+                    continue;
+                }
+                b'\r' | b'\n' => starts.push(i + 1),
+                _ => {}
+            }
+            i += 1;
+        }
+        Self { starts }
+    }
+
+    /// The 1-based line of the row that csv says starts at `byte`. csv's
+    /// position may point at line breaks before the row (the `\n` of a
+    /// `\r\n`, skipped blank lines): the row starts after them.
+    fn line_at(&self, bytes: &[u8], byte: u64) -> u64 {
+        let mut byte = usize::try_from(byte).unwrap_or(usize::MAX);
+        while matches!(bytes.get(byte), Some(b'\r' | b'\n')) {
+            byte += 1;
+        }
+        let before = self.starts.partition_point(|&start| start <= byte);
+        u64::try_from(before).unwrap_or(u64::MAX) + 1
+    }
+}
+
 /// Import accounts from CSV. Returns an error only when the file as a whole
 /// cannot be read (or the database fails); bad rows are in the report.
 pub async fn import_csv(
@@ -180,37 +317,18 @@ pub async fn import_csv(
     allow_crown_dependencies: bool,
     now: DateTime<Utc>,
 ) -> anyhow::Result<ImportReport> {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
-    let headers = reader.headers()?.clone();
+    let (columns, rows) = read_csv(input, &COLUMNS)?;
     let mut index = [0usize; 12];
-    for (i, column) in COLUMNS.iter().enumerate() {
-        index[i] = headers
-            .iter()
-            .position(|h| h.trim().trim_start_matches('\u{feff}') == *column)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "line 1: the header has no '{column}' column (expected: {})",
-                    COLUMNS.join(",")
-                )
-            })?;
-    }
+    index.copy_from_slice(&columns);
     let mut report = ImportReport::default();
-    for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or_default();
-                report.rejected.push(Rejected {
-                    line,
-                    reason: format!("unreadable row: {e}"),
-                });
+    for CsvRow { line, fields } in rows {
+        let record = match fields {
+            Ok(record) => record,
+            Err(reason) => {
+                report.rejected.push(Rejected { line, reason });
                 continue;
             }
         };
-        let line = record.position().map(|p| p.line()).unwrap_or_default();
-        if record.iter().all(|f| f.trim().is_empty()) {
-            continue;
-        }
         let row = Row {
             fields: &record,
             index: &index,
@@ -233,4 +351,46 @@ pub async fn import_csv(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_and_reasons(csv: &str) -> Vec<(u64, Result<(), String>)> {
+        let (_, rows) = read_csv(csv.as_bytes(), &["a", "answer1"]).unwrap();
+        rows.into_iter()
+            .map(|r| (r.line, r.fields.map(|_| ())))
+            .collect()
+    }
+
+    #[test]
+    fn line_numbers_are_an_editors_whatever_the_line_endings() {
+        for eol in ["\n", "\r\n", "\r"] {
+            let csv = ["a,answer1", "x,1", "", "\"multi", "line\",2", "y,3"].join(eol) + eol;
+            let got: Vec<u64> = lines_and_reasons(&csv).iter().map(|r| r.0).collect();
+            assert_eq!(got, [2, 4, 6], "line endings {eol:?}");
+        }
+    }
+
+    #[test]
+    fn rows_with_the_wrong_field_count_or_unsafe_characters_are_refused() {
+        let csv = "a,answer1\r\nx,Biscuit,extra\r\nx\r\nq\u{7},1\r\nok,Bisc\u{202E}uit\r\n";
+        let got = lines_and_reasons(csv);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].0, 2);
+        let reason = got[0].1.clone().unwrap_err();
+        assert!(
+            reason.contains("3 fields where the header has 2"),
+            "{reason}"
+        );
+        assert!(!reason.contains("Biscuit"), "{reason}");
+        assert!(got[1].1.clone().unwrap_err().contains("1 fields"));
+        assert_eq!(
+            got[2].1.clone().unwrap_err(),
+            "a contains a control or invisible character (U+0007)"
+        );
+        let reason = got[3].1.clone().unwrap_err();
+        assert_eq!(reason, "answer1 contains a control or invisible character");
+    }
 }

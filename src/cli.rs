@@ -166,15 +166,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&events)?);
             } else {
+                // Stored values are shown with any control or invisible
+                // character escaped, never raw (they could drive the
+                // terminal or disguise an address).
+                use crate::domain::text::escaped;
                 for e in events {
                     println!(
                         "{}  {:<8} {:<16} {:<32} {:<12} {}",
                         e.at.to_rfc3339(),
-                        e.channel,
-                        e.sender,
-                        e.account.as_deref().unwrap_or("-"),
-                        e.event,
-                        e.outcome
+                        escaped(&e.channel),
+                        escaped(&e.sender),
+                        escaped(e.account.as_deref().unwrap_or("-")),
+                        escaped(&e.event),
+                        escaped(&e.outcome)
                     );
                 }
             }

@@ -129,14 +129,16 @@ pub fn verify(
     })
 }
 
-/// A TwiML reply; an empty text sends nothing.
+/// A TwiML reply; an empty text sends nothing. Control and invisible
+/// characters are dropped (XML 1.0 cannot carry most of them at all).
 pub fn twiml(text: &str) -> String {
+    let text = crate::domain::text::printable(text);
     if text.is_empty() {
         return r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#.to_owned();
     }
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><Response><Message>{}</Message></Response>"#,
-        quick_xml::escape::escape(text)
+        quick_xml::escape::escape(text.as_ref())
     )
 }
 
@@ -319,5 +321,10 @@ mod tests {
             r#"<?xml version="1.0" encoding="UTF-8"?><Response><Message>a&lt;b &amp; &quot;c&quot;</Message></Response>"#
         );
         assert!(twiml("").ends_with("<Response/>"));
+        assert_eq!(
+            twiml("Q\u{7}\u{202E}?\n"),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Message>Q?
+</Message></Response>"#
+        );
     }
 }

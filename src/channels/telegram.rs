@@ -27,6 +27,7 @@ use teloxide::types::{
 };
 use tokio::sync::watch;
 
+use crate::domain::text::printable;
 use crate::domain::{Channel, ConversationKey};
 use crate::engine::{Engine, Inbound, Reply, TurnError};
 use crate::http::AppState;
@@ -393,7 +394,7 @@ impl TelegramChannel {
     }
 
     async fn deliver(&self, key: &ConversationKey, chat: ChatId, reply: &Reply) {
-        let text = reply.text();
+        let text = printable(&reply.text()).into_owned();
         let keyboard = (!reply.choices.is_empty()).then(|| {
             InlineKeyboardMarkup::new(reply.choices.iter().map(|c| {
                 vec![InlineKeyboardButton::callback(
@@ -433,7 +434,7 @@ impl TelegramChannel {
 
     /// Send one message of the wording (hints that need no conversation).
     async fn say(&self, chat: ChatId, message_id: &str) {
-        let text = self.engine.dialog().wording.text(message_id).to_owned();
+        let text = printable(self.engine.dialog().wording.text(message_id)).into_owned();
         if let Err(e) = self
             .call("sendMessage", || self.bot.send_message(chat, text.clone()))
             .await

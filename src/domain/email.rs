@@ -24,6 +24,8 @@ pub enum EmailError {
         max: usize,
     },
     /// Whitespace inside the address (leading/trailing whitespace is trimmed).
+    #[error("the email address contains a control, direction-changing or invisible character")]
+    UnsafeCharacter,
     #[error("the email address contains a space or other whitespace")]
     ContainsWhitespace,
     /// No `@`.
@@ -73,6 +75,9 @@ impl Email {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
+        }
+        if crate::domain::text::first_unsafe_char(trimmed).is_some() {
+            return Err(EmailError::UnsafeCharacter);
         }
         let normalised = trimmed.to_lowercase();
         let len = normalised.chars().count();

@@ -11,12 +11,14 @@
 //! * [`Last4`]: the last four digits of a mobile, compared in constant time.
 //! * [`TempPassword`], [`Answer`] and the hashing helpers: secrets.
 //! * [`ConversationKey`]: who we are talking to, on which channel.
+//! * [`text`]: characters that must never reach a reply or an operator.
 
 pub mod conversation_key;
 pub mod email;
 pub mod last4;
 pub mod mobile;
 pub mod secret;
+pub mod text;
 
 pub use conversation_key::{Channel, ConversationKey, KeyError};
 pub use email::{Email, EmailError};

@@ -253,3 +253,117 @@ async fn a_captured_conversation_replayed_days_later_is_not_processed_again() {
     assert_eq!(reset(&app), 1, "no second reset");
     assert_eq!(app.sent_texts().await.len(), 2, "no new texts");
 }
+
+// ------------------------------------------------------------------------
+// Findings 6 and 7: operators' data and odd characters.
+
+/// An unquoted comma in a question shifts the columns: the row has one
+/// field too many and is refused with its line number, and the message
+/// never shows an answer. Lines are counted as an editor shows them, also
+/// with a spreadsheet's CRLF line endings.
+#[tokio::test]
+async fn csv_rows_with_the_wrong_field_count_are_refused_by_editor_line() {
+    let app = spawn_app().await;
+    let good = csv_of(&[AccountRow::locked(VICTIM, VICTIM_MOBILE)]);
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    // Line 3: question1 with an unquoted comma.
+    lines.push(
+        "colleague@nhs.net,07811 654321,Leeds,false,,true,What was your first pet, or dog?,Secretanswer1,In which town were you born?,Secretanswer2,,"
+            .into(),
+    );
+    for eol in ["\n", "\r\n"] {
+        let csv = lines.join(eol) + eol;
+        let (status, stdout, stderr) = app.cli(&["accounts", "import", "-"], Some(&csv));
+        assert!(!status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains("1 imported, 1 rejected"), "{stdout}");
+        assert!(
+            stderr.contains("line 3: rejected: 13 fields where the header has 12"),
+            "line endings {eol:?}: {stderr}"
+        );
+        assert!(!stderr.contains("Secretanswer"), "{stderr}");
+        assert!(app.account_opt("colleague@nhs.net").is_none());
+    }
+}
+
+/// A CRLF file with a bad row reports the line an editor shows.
+#[tokio::test]
+async fn csv_line_numbers_are_right_with_crlf_line_endings() {
+    let app = spawn_app().await;
+    let mut bad = AccountRow::locked("second@nhs.net", VICTIM_MOBILE);
+    bad.locked = true;
+    bad.same_sign_on = false;
+    bad.organisation = "Leeds".into();
+    let csv = csv_of(&[AccountRow::locked(VICTIM, VICTIM_MOBILE), bad])
+        .replace("\"second@nhs.net\"", "\"not an email\"");
+    let csv = csv.replace('\n', "\r\n");
+    let (_, _, stderr) = app.cli(&["accounts", "import", "-"], Some(&csv));
+    assert!(
+        stderr.contains("line 3: rejected: invalid email"),
+        "{stderr}"
+    );
+}
+
+/// Control, direction-changing and zero-width characters are refused at
+/// import (a question with a bell character made TwiML ill-formed).
+#[tokio::test]
+async fn imported_fields_with_control_or_invisible_characters_are_refused() {
+    let app = spawn_app().await;
+    let mut bell = AccountRow::locked("bell@nhs.net", VICTIM_MOBILE);
+    bell.qa[0].0 = "What was the name of your first pet?\u{7}".into();
+    let mut bidi = AccountRow::locked("ja\u{202E}ne@nhs.net", VICTIM_MOBILE);
+    bidi.qa[0].1 = "Bis\u{200B}cuit".into();
+    let mut hidden_answer = AccountRow::locked("answer@nhs.net", VICTIM_MOBILE);
+    hidden_answer.qa[1].1 = "Lee\u{200B}ds".into();
+    let csv = csv_of(&[bell, bidi, hidden_answer]);
+    let (status, stdout, stderr) = app.cli(&["accounts", "import", "-"], Some(&csv));
+    assert!(!status.success());
+    assert!(stdout.contains("0 imported, 3 rejected"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "line 2: rejected: question1 contains a control or invisible character (U+0007)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("line 3: rejected: email contains a control or invisible character (U+202E)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 4: rejected: answer2 contains a control or invisible character\n"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "{stderr:?}"
+    );
+}
+
+/// An email typed with a zero-width or direction-changing character is
+/// refused as an email, so it is never audited or printed raw.
+#[tokio::test]
+async fn emails_with_invisible_characters_are_refused_in_conversation_and_never_printed_raw() {
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow::locked(VICTIM, VICTIM_MOBILE)])
+        .await;
+    app.text("UNLOCK").await;
+    for sneaky in [
+        "jane.smith\u{200B}@nhs.net",
+        "jane.smith@nhs\u{202E}ten.net",
+        "jane\u{1b}[2J@nhs.net",
+    ] {
+        let reply = app.text(sneaky).await;
+        assert!(
+            !reply.contains("last 4 digits"),
+            "{sneaky:?} was taken: {reply}"
+        );
+    }
+    let (status, stdout, _) = app.cli(&["audit"], None);
+    assert!(status.success());
+    assert!(
+        !stdout
+            .chars()
+            .any(|c| unlockbot::domain::text::is_unsafe_char(c) && c != '\n'),
+        "{stdout:?}"
+    );
+}
