@@ -40,17 +40,20 @@ wait_until() {
     return 1
 }
 
-# alive PIDFILE: the process named in PIDFILE is running.
+# alive PIDFILE: the process named in PIDFILE is running, and is the server
+# (slapd or samba: a pid reused by another program does not count).
 alive() {
-    [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+    local pid
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1")
+    kill -0 "$pid" 2>/dev/null && grep -qxE 'slapd|samba' "/proc/$pid/comm" 2>/dev/null
 }
 
 # stop_pid PIDFILE: TERM, then KILL after 5 s; waits until it is gone.
 stop_pid() {
     local pidfile=$1 pid
-    [ -s "$pidfile" ] || return 0
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pidfile"; then
+        pid=$(cat "$pidfile")
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
