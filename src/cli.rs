@@ -77,8 +77,15 @@ pub enum AccountsCommand {
 
 #[derive(Subcommand)]
 pub enum DialogCommand {
-    /// Validate the flow and every language file in DIALOGS_DIR.
-    Check,
+    /// Validate the flow and every language file in DIALOGS_DIR: structure,
+    /// every message of en.toml in every language with the same
+    /// placeholders, and the SMS segment budget of every reply the flow can
+    /// send (placeholders at their longest).
+    Check {
+        /// Also print the size of every reply.
+        #[arg(long)]
+        sizes: bool,
+    },
 }
 
 fn parse_email(raw: &str) -> anyhow::Result<Email> {
@@ -184,19 +191,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Keygen => {}
-        Command::Dialog(DialogCommand::Check) => {
-            match dialog::spec::check_all(&settings.dialogs_dir) {
-                Ok(codes) => println!(
-                    "{}: flow.toml and {} language file(s) ({}) are valid",
-                    settings.dialogs_dir.display(),
-                    codes.len(),
-                    codes.join(", ")
-                ),
-                Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
+        Command::Dialog(DialogCommand::Check { sizes }) => {
+            return Ok(dialog_check(&settings, sizes));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -295,4 +291,96 @@ async fn accounts_command(
             })
         }
     }
+}
+
+/// `unlockbot dialog check`.
+fn dialog_check(settings: &Settings, sizes: bool) -> ExitCode {
+    use dialog::budget::{self, BudgetSettings};
+    let dir = &settings.dialogs_dir;
+    let codes = match dialog::spec::check_all(dir) {
+        Ok(codes) => codes,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let budget_settings = BudgetSettings {
+        idle_minutes: settings.idle_timeout.num_minutes(),
+        temp_password_length: settings.temp_password_length,
+        questions_to_ask: settings.questions_to_ask,
+        contact: settings.support_contact.clone(),
+    };
+    let mut failed = false;
+    for code in &codes {
+        let file = dir.join(format!("{code}.toml"));
+        let dialog = match dialog::spec::load(dir, code) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut faults = Vec::new();
+        if code != "en" {
+            match dialog::spec::compare_with_english(dir, code) {
+                Ok(found) => faults.extend(found),
+                Err(e) => faults.push(e.to_string()),
+            }
+        }
+        faults.extend(budget::faults(&dialog, &budget_settings));
+        for fault in &faults {
+            eprintln!("{}: {fault}", file.display());
+        }
+        failed |= !faults.is_empty();
+        let measured = budget::measure(&dialog, &budget_settings);
+        if sizes {
+            for m in &measured {
+                println!(
+                    "{code}  {:>2} x {}  {:>4} chars  {:<7} {}: {}",
+                    m.size.segments,
+                    m.size.encoding,
+                    m.size.units,
+                    format!("{:?}", m.shape.kind).to_lowercase(),
+                    m.shape.when,
+                    m.shape.messages.join(" + ")
+                );
+            }
+        }
+        for m in measured
+            .iter()
+            .filter(|m| m.long_ending() && !m.over_budget())
+        {
+            println!(
+                "{}: note: {} ends the conversation in {} segments ({} characters); 1 is better",
+                file.display(),
+                m.shape.when,
+                m.size.segments,
+                m.size.units
+            );
+        }
+        if let Some(longest) = measured
+            .iter()
+            .filter(|m| m.shape.kind != budget::Kind::Text)
+            .max_by_key(|m| (m.size.segments, m.size.units))
+        {
+            println!(
+                "{code}: {} replies checked; the longest takes {} {} segment(s) ({} characters): {}",
+                measured.len(),
+                longest.size.segments,
+                longest.size.encoding,
+                longest.size.units,
+                longest.shape.when
+            );
+        }
+    }
+    if failed {
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{}: flow.toml and {} language file(s) ({}) are valid and within their SMS budgets",
+        dir.display(),
+        codes.len(),
+        codes.join(", ")
+    );
+    ExitCode::SUCCESS
 }

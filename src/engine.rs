@@ -73,7 +73,8 @@ impl Reply {
     }
 }
 
-fn parse_input(kind: InputKind, text: &str) -> Option<Input> {
+fn parse_input(step: &AskStep, text: &str) -> Option<Input> {
+    let kind = step.input;
     match kind {
         InputKind::Email => Email::parse(text).ok().map(Input::Email),
         InputKind::Last4 => Last4::parse(text).ok().map(Input::Last4),
@@ -82,12 +83,25 @@ fn parse_input(kind: InputKind, text: &str) -> Option<Input> {
             let answer = Answer::new(text);
             (!answer.is_empty()).then_some(Input::Answer(answer))
         }
-        InputKind::Option => match text.trim().trim_end_matches('.') {
-            "1" => Some(Input::Option(1)),
-            "2" => Some(Input::Option(2)),
-            _ => None,
-        },
+        // Only the options this step offers.
+        InputKind::Option => text
+            .trim()
+            .trim_end_matches('.')
+            .parse::<u8>()
+            .ok()
+            .filter(|o| step.options.contains(o))
+            .map(Input::Option),
     }
+}
+
+/// How a turn begins.
+enum Begin {
+    /// A new conversation (none, it timed out, or the user started over).
+    Start,
+    /// The conversation in progress.
+    Live(ConversationState),
+    /// After a conversation ended, a message that does not start another.
+    AfterEnd,
 }
 
 pub struct Engine {
@@ -197,41 +211,80 @@ impl Engine {
             outbox: Vec::new(),
             account: None,
         };
-        // A text that finally failed since the user's last message: say so.
-        let failed = tx.unreported_failures().await?;
-        if failed
-            .iter()
-            .any(|(_, kind)| *kind == SmsKind::TempPassword)
-        {
-            parts.push(self.say("text_not_delivered", &mut turn).await?);
-        }
-        let reported_failures: Vec<uuid::Uuid> = failed.into_iter().map(|(id, _)| id).collect();
         let mut input_was_secret = false;
+        let mut expired = false;
+        let wording = &self.dialog.wording;
+        let text = inbound.text.trim();
+        let start_word = inbound.start_over || wording.is_start(text);
         let live = match stored {
             Some(c) if now - c.updated_at > self.config.idle_timeout => {
-                turn.state = c.state;
-                turn.audit("conversation", "expired");
-                parts.push(self.say("expired", &mut turn).await?);
-                None
+                // (An ended conversation kept only to answer "thanks" is
+                // not one that timed out.)
+                if !c.state.ended {
+                    turn.state = c.state;
+                    turn.audit("conversation", "expired");
+                    expired = true;
+                }
+                Begin::Start
             }
-            Some(c) if inbound.start_over => {
+            Some(c) if c.state.ended => {
+                // After a conversation has ended, only the start word or an
+                // email address starts another; anything else ("Thanks!",
+                // a second EXIT) gets one short line.
+                let email = matches!(self.dialog.step(&self.dialog.start), Some(Step::Ask(a)) if parse_input(a, text).is_some());
+                if start_word || email {
+                    Begin::Start
+                } else {
+                    Begin::AfterEnd
+                }
+            }
+            Some(c) if start_word => {
                 turn.state = c.state;
                 turn.audit("conversation", "restarted");
-                None
+                Begin::Start
             }
-            Some(c) => Some(c.state),
-            None => None,
+            Some(c) => Begin::Live(c.state),
+            None => Begin::Start,
         };
 
+        let mut reported_failures = Vec::new();
         let next_state = match live {
-            None => {
+            Begin::AfterEnd => {
+                parts.push(self.say("conversation_ended", &mut turn).await?);
+                None
+            }
+            Begin::Start => {
+                // A text that finally failed since the user's last
+                // conversation: say so first. (Reported only as a
+                // conversation starts, where the SMS budget allows for it;
+                // the user waiting for a password that never came texts
+                // again.)
+                let failed = tx.unreported_failures().await?;
+                if failed
+                    .iter()
+                    .any(|(_, kind)| *kind == SmsKind::TempPassword)
+                {
+                    parts.push(self.say("text_not_delivered", &mut turn).await?);
+                }
+                reported_failures = failed.into_iter().map(|(id, _)| id).collect();
                 turn.state = ConversationState::default();
                 turn.audit("conversation", "started");
-                parts.push(self.say("greeting", &mut turn).await?);
+                // A conversation that timed out says so instead of greeting.
+                let opening = if expired { "expired" } else { "greeting" };
+                parts.push(self.say(opening, &mut turn).await?);
                 let start = self.dialog.start.clone();
-                self.enter(&start, true, &mut turn, &mut parts).await?
+                // A first text that already answers the first question (an
+                // email address) is taken as its answer.
+                let answers_start = matches!(self.dialog.step(&start), Some(Step::Ask(a)) if parse_input(a, text).is_some());
+                if answers_start && !start_word {
+                    turn.state.step = start;
+                    self.advance(text, &mut turn, &mut parts, &mut input_was_secret)
+                        .await?
+                } else {
+                    self.enter(&start, true, &mut turn, &mut parts).await?
+                }
             }
-            Some(state) => {
+            Begin::Live(state) => {
                 turn.state = state;
                 if let Some(account) = &turn.state.email {
                     tx.lock_account(account).await?;
@@ -242,10 +295,11 @@ impl Engine {
         };
 
         let choices = match next_state.as_ref().and_then(|s| self.dialog.step(&s.step)) {
-            Some(Step::Ask(ask)) if ask.input == InputKind::Option => ["1", "2"]
-                .into_iter()
+            Some(Step::Ask(ask)) if ask.input == InputKind::Option => ask
+                .options
+                .iter()
                 .map(|value| Choice {
-                    value: value.to_owned(),
+                    value: value.to_string(),
                     label: self
                         .dialog
                         .wording
@@ -255,6 +309,10 @@ impl Engine {
                 .collect(),
             _ => Vec::new(),
         };
+        // An ended conversation is kept, with nothing of it but that it
+        // ended, until it would have timed out: a "thanks" after it gets a
+        // short line rather than a new greeting.
+        let next_state = Some(next_state.unwrap_or_else(ConversationState::ended));
         let reply = Reply {
             parts,
             choices,
@@ -345,7 +403,7 @@ impl Engine {
             parts.push(self.say("message_too_long", turn).await?);
             None
         } else {
-            parse_input(step.input, text)
+            parse_input(step, text)
         };
         let Some(input) = input else {
             return self.invalid(step, turn, parts).await;
@@ -392,7 +450,8 @@ impl Engine {
     }
 
     /// Enter a step: an end step says its message and ends the
-    /// conversation; an asking step shows its notes (if wanted) and prompt.
+    /// conversation; an asking step shows its notes (if wanted) and prompt;
+    /// a route goes on to the first branch whose facts hold.
     async fn enter(
         &self,
         step_id: &str,
@@ -400,7 +459,21 @@ impl Engine {
         turn: &mut Turn,
         parts: &mut Vec<String>,
     ) -> Result<Option<ConversationState>, TurnError> {
+        let mut step_id = step_id.to_owned();
+        if let Some(Step::Route(routes)) = self.dialog.step(&step_id) {
+            let facts = self.unlock.facts(turn).await?;
+            // Validated: the last branch always holds, and leads to no route.
+            step_id = routes
+                .iter()
+                .find(|r| r.when.iter().all(|f| facts.contains(f)))
+                .map(|r| r.to.clone())
+                .ok_or_else(|| TurnError::Internal(format!("route {step_id} has no branch")))?;
+        }
+        let step_id = step_id.as_str();
         match self.dialog.step(step_id) {
+            Some(Step::Route(_)) => Err(TurnError::Internal(format!(
+                "route leads to route {step_id}"
+            ))),
             Some(Step::End { say }) => {
                 parts.push(self.say(say, turn).await?);
                 Ok(None)

@@ -2,7 +2,9 @@
 //! its wording rendered by [`render`], and the state a conversation keeps.
 //! It is run one turn at a time by [`crate::engine`].
 
+pub mod budget;
 pub mod render;
+pub mod segments;
 pub mod spec;
 
 pub use spec::{ActionKind, Dialog, DialogError, Fact, InputKind, Outcome};
@@ -36,4 +38,18 @@ pub struct ConversationState {
     /// Email, digits and answers all checked out.
     #[serde(default)]
     pub verified: bool,
+    /// The conversation has ended; it is kept (with nothing else) only so
+    /// that a message after the end gets a short line, not a new greeting.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+impl ConversationState {
+    /// What is kept of a conversation that has ended.
+    pub fn ended() -> Self {
+        Self {
+            ended: true,
+            ..Self::default()
+        }
+    }
 }

@@ -10,7 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono_tz::Europe::London;
 use serde::Deserialize;
+
+use super::segments::Encoding;
 
 /// The file that holds the flow, inside the dialogs directory.
 pub const FLOW_FILE: &str = "flow.toml";
@@ -158,19 +162,46 @@ pub enum Fact {
     AccountNotLocked,
     PasswordExpired,
     SameSignOn,
+    /// A temporary password is not possible yet (new Same Sign On account).
     ResetWaiting,
+    /// A temporary password is possible now.
+    ResetAllowed,
 }
 
 impl Fact {
+    pub const ALL: [Fact; 6] = [
+        Self::AccountLocked,
+        Self::AccountNotLocked,
+        Self::PasswordExpired,
+        Self::SameSignOn,
+        Self::ResetWaiting,
+        Self::ResetAllowed,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AccountLocked => "account_locked",
+            Self::AccountNotLocked => "account_not_locked",
+            Self::PasswordExpired => "password_expired",
+            Self::SameSignOn => "same_sign_on",
+            Self::ResetWaiting => "reset_waiting",
+            Self::ResetAllowed => "reset_allowed",
+        }
+    }
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "account_locked" => Self::AccountLocked,
-            "account_not_locked" => Self::AccountNotLocked,
-            "password_expired" => Self::PasswordExpired,
-            "same_sign_on" => Self::SameSignOn,
-            "reset_waiting" => Self::ResetWaiting,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// The options a choosing step can offer: 1 unlocks, 2 unlocks and texts a
+/// temporary password. Each leads to its own outcomes.
+pub const OPTIONS: [u8; 2] = [1, 2];
+
+/// The outcomes choosing `option` can have.
+pub fn option_outcomes(option: u8) -> &'static [Outcome] {
+    use Outcome::*;
+    match option {
+        1 => &[Unlocked, NotLocked, NotChanged, DirectoryDisabled],
+        _ => &[ResetSent, ResetWaiting, NotChanged, DirectoryDisabled],
     }
 }
 
@@ -200,6 +231,7 @@ pub const SYSTEM_MESSAGES: &[&str] = &[
     "service_busy",
     "message_too_long",
     "text_not_delivered",
+    "conversation_ended",
     TEMP_PASSWORD_MESSAGE,
     "sms_notice_unlocked",
     "sms_notice_reset",
@@ -234,47 +266,125 @@ pub struct AskStep {
     pub prompt: String,
     pub input: InputKind,
     pub action: ActionKind,
+    /// For an `option` step, the options it offers (see [`OPTIONS`]); any
+    /// other is not understood there.
+    pub options: Vec<u8>,
     pub hint: String,
     pub help: String,
     pub notes: Vec<Note>,
     pub on: HashMap<Outcome, Transition>,
 }
 
+/// One branch of a route: taken when every fact holds (an empty list
+/// always holds).
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub when: Vec<Fact>,
+    pub to: String,
+}
+
 /// One step of the flow.
 #[derive(Debug, Clone)]
 pub enum Step {
     Ask(Box<AskStep>),
+    /// Asks nothing: goes on at once to the first branch whose facts hold
+    /// (the last branch holds always).
+    Route(Vec<Route>),
     /// The conversation ends with this message.
     End {
         say: String,
     },
 }
 
+/// Placeholders of the date and time formats in a language file.
+pub const DATE_PLACEHOLDERS: &[&str] = &["hour", "minute", "day", "month", "year"];
+
+/// How a language writes dates and times (always UK time).
+#[derive(Debug, Clone)]
+pub struct DateWords {
+    pub months: Vec<String>,
+    /// With {hour} {minute} {day} {month} {year}.
+    pub time: String,
+    pub date: String,
+}
+
+impl DateWords {
+    fn fill(&self, format: &str, t: DateTime<Utc>) -> String {
+        let local = t.with_timezone(&London);
+        let month = usize::try_from(local.month0()).unwrap_or_default();
+        format
+            .replace("{hour}", &format!("{:02}", local.hour()))
+            .replace("{minute}", &format!("{:02}", local.minute()))
+            .replace("{day}", &local.day().to_string())
+            .replace(
+                "{month}",
+                self.months.get(month).map(String::as_str).unwrap_or(""),
+            )
+            .replace("{year}", &local.year().to_string())
+    }
+}
+
 /// A language's wording.
 #[derive(Debug, Clone)]
 pub struct Wording {
     pub code: String,
+    /// The SMS alphabet the wording is written for: a character outside
+    /// GSM-7 in a GSM-7 language is a fault (it would make the whole text
+    /// UCS-2, less than half as many characters a segment).
+    pub alphabet: Encoding,
+    pub start_words: Vec<String>,
     pub cancel_words: Vec<String>,
     pub help_words: Vec<String>,
+    pub dates: DateWords,
     messages: HashMap<String, String>,
 }
 
 impl Wording {
+    /// A time as people in the UK read it, in this language.
+    pub fn time(&self, t: DateTime<Utc>) -> String {
+        self.dates.fill(&self.dates.time, t)
+    }
+    /// A date, in this language.
+    pub fn date(&self, t: DateTime<Utc>) -> String {
+        self.dates.fill(&self.dates.date, t)
+    }
+    /// Every message id, sorted.
+    pub fn ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.messages.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
+    }
     /// The text of a message. Ids are checked at load time, so a missing id
     /// is a bug; it renders as the id rather than panicking.
     pub fn text<'a>(&'a self, id: &'a str) -> &'a str {
         self.messages.get(id).map(String::as_str).unwrap_or(id)
     }
+    /// The start word people are told to use.
+    pub fn start_word(&self) -> &str {
+        self.start_words.first().map(String::as_str).unwrap_or("")
+    }
+    pub fn is_start(&self, input: &str) -> bool {
+        is_word(&self.start_words, input)
+    }
     pub fn is_cancel(&self, input: &str) -> bool {
-        self.cancel_words
-            .iter()
-            .any(|w| w.eq_ignore_ascii_case(input))
+        is_word(&self.cancel_words, input)
     }
     pub fn is_help(&self, input: &str) -> bool {
-        self.help_words
-            .iter()
-            .any(|w| w.eq_ignore_ascii_case(input))
+        is_word(&self.help_words, input)
     }
+}
+
+/// Whether `input` is one of `words`, as people type it: any case, spaces
+/// around it, and a full stop or exclamation mark after it (`Stop.`,
+/// `stop!`) do not matter.
+fn is_word(words: &[String], input: &str) -> bool {
+    let trimmed = input.trim();
+    let bare = trimmed.trim_end_matches(['.', '!']).trim_end();
+    words.iter().any(|w| {
+        let w = w.trim();
+        // The word itself may be punctuation ("?").
+        w.eq_ignore_ascii_case(trimmed) || (!bare.is_empty() && w.eq_ignore_ascii_case(bare))
+    })
 }
 
 /// A validated dialog: the flow plus one language's wording.
@@ -289,6 +399,10 @@ pub struct Dialog {
 impl Dialog {
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.get(id)
+    }
+    /// Every step, by id.
+    pub fn steps(&self) -> impl Iterator<Item = (&str, &Step)> {
+        self.steps.iter().map(|(id, step)| (id.as_str(), step))
     }
 }
 
@@ -334,6 +448,8 @@ struct RawStep {
     prompt: Option<String>,
     input: Option<String>,
     action: Option<String>,
+    options: Option<Vec<u8>>,
+    route: Option<Vec<RawRoute>>,
     hint: Option<String>,
     help: Option<String>,
     #[serde(default)]
@@ -341,6 +457,14 @@ struct RawStep {
     #[serde(default)]
     on: BTreeMap<String, RawTransition>,
     end: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(default)]
+    when: Vec<String>,
+    to: String,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +496,7 @@ fn yes() -> bool {
 struct RawWording {
     language: RawLanguage,
     commands: RawCommands,
+    dates: RawDates,
     messages: HashMap<String, String>,
 }
 
@@ -381,11 +506,21 @@ struct RawLanguage {
     code: String,
     #[allow(dead_code)]
     name: String,
+    sms_alphabet: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDates {
+    months: Vec<String>,
+    time: String,
+    date: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCommands {
+    start: Vec<String>,
     cancel: Vec<String>,
     help: Vec<String>,
 }
@@ -453,6 +588,47 @@ pub fn check_all(dir: &Path) -> Result<Vec<String>, DialogError> {
     Ok(codes)
 }
 
+/// Faults of a language file measured against the English one: a message
+/// English has that it lacks (or the reverse), or a message whose
+/// placeholders differ.
+pub fn compare_with_english(dir: &Path, language: &str) -> Result<Vec<String>, DialogError> {
+    let english = load(dir, "en")?;
+    let other = load(dir, language)?;
+    let mut out = Vec::new();
+    let names = |text: &str| -> BTreeSet<String> {
+        placeholders(text).into_iter().map(str::to_owned).collect()
+    };
+    for id in english.wording.ids() {
+        if !other.wording.messages.contains_key(id) {
+            out.push(format!("message '{id}' is missing (en.toml has it)"));
+            continue;
+        }
+        let (want, have) = (
+            names(english.wording.text(id)),
+            names(other.wording.text(id)),
+        );
+        if want != have {
+            let list = |s: &BTreeSet<String>| {
+                s.iter()
+                    .map(|n| format!("{{{n}}}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            out.push(format!(
+                "message '{id}' has placeholders [{}], en.toml has [{}]",
+                list(&have),
+                list(&want)
+            ));
+        }
+    }
+    for id in other.wording.ids() {
+        if !english.wording.messages.contains_key(id) {
+            out.push(format!("message '{id}' is not in en.toml"));
+        }
+    }
+    Ok(out)
+}
+
 fn placeholders(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = text;
@@ -484,9 +660,34 @@ fn validate_wording(path: &Path, raw: RawWording, language: &str) -> Result<Word
             raw.language.code
         )));
     }
-    if raw.commands.cancel.is_empty() || raw.commands.help.is_empty() {
+    let alphabet = match raw.language.sms_alphabet.as_str() {
+        "gsm7" => Encoding::Gsm7,
+        "ucs2" => Encoding::Ucs2,
+        other => {
+            return Err(fault(format!(
+                "language.sms_alphabet is '{other}': it must be \"gsm7\" or \"ucs2\""
+            )));
+        }
+    };
+    if raw.dates.months.len() != 12 || raw.dates.months.iter().any(|m| m.trim().is_empty()) {
+        return Err(fault("dates.months needs the 12 month names".into()));
+    }
+    for (field, format) in [("time", &raw.dates.time), ("date", &raw.dates.date)] {
+        for name in placeholders(format) {
+            if !DATE_PLACEHOLDERS.contains(&name) {
+                return Err(fault(format!(
+                    "dates.{field} uses unknown placeholder {{{name}}} (known: {})",
+                    DATE_PLACEHOLDERS.join(", ")
+                )));
+            }
+        }
+    }
+    if raw.commands.start.is_empty()
+        || raw.commands.cancel.is_empty()
+        || raw.commands.help.is_empty()
+    {
         return Err(fault(
-            "commands.cancel and commands.help each need at least one word".into(),
+            "commands.start, commands.cancel and commands.help each need at least one word".into(),
         ));
     }
     let mut ids: Vec<&String> = raw.messages.keys().collect();
@@ -522,8 +723,15 @@ fn validate_wording(path: &Path, raw: RawWording, language: &str) -> Result<Word
     }
     Ok(Wording {
         code: raw.language.code,
+        alphabet,
+        start_words: raw.commands.start,
         cancel_words: raw.commands.cancel,
         help_words: raw.commands.help,
+        dates: DateWords {
+            months: raw.dates.months,
+            time: raw.dates.time,
+            date: raw.dates.date,
+        },
         messages: raw.messages,
     })
 }
@@ -560,20 +768,60 @@ fn validate_flow(
     let names: BTreeSet<&String> = raw.steps.keys().collect();
     let mut steps = BTreeMap::new();
     for (id, raw_step) in &raw.steps {
+        let asks = raw_step.prompt.is_some()
+            || raw_step.input.is_some()
+            || raw_step.action.is_some()
+            || raw_step.options.is_some()
+            || raw_step.hint.is_some()
+            || raw_step.help.is_some()
+            || !raw_step.notes.is_empty()
+            || !raw_step.on.is_empty();
         let step = if let Some(end) = &raw_step.end {
-            let extra = raw_step.prompt.is_some()
-                || raw_step.input.is_some()
-                || raw_step.action.is_some()
-                || raw_step.hint.is_some()
-                || raw_step.help.is_some()
-                || !raw_step.notes.is_empty()
-                || !raw_step.on.is_empty();
-            if extra {
+            if asks || raw_step.route.is_some() {
                 return Err(err(id, "an end step has only `end = \"message\"`".into()));
             }
             Step::End {
                 say: message(id, "end", end)?,
             }
+        } else if let Some(raw_routes) = &raw_step.route {
+            if asks {
+                return Err(err(id, "a route step has only `route = [...]`".into()));
+            }
+            let mut routes = Vec::new();
+            for r in raw_routes {
+                let when = r
+                    .when
+                    .iter()
+                    .map(|f| {
+                        Fact::parse(f)
+                            .ok_or_else(|| err(id, format!("route depends on unknown fact '{f}'")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !names.contains(&r.to) {
+                    return Err(err(
+                        id,
+                        format!("route goes to step '{}', which does not exist", r.to),
+                    ));
+                }
+                if raw.steps.get(&r.to).is_some_and(|s| s.route.is_some()) {
+                    return Err(err(
+                        id,
+                        format!("route goes to step '{}', another route", r.to),
+                    ));
+                }
+                routes.push(Route {
+                    when,
+                    to: r.to.clone(),
+                });
+            }
+            if routes.last().is_none_or(|r| !r.when.is_empty()) {
+                return Err(err(
+                    id,
+                    "the last branch of a route must have no `when`, so that one always holds"
+                        .into(),
+                ));
+            }
+            Step::Route(routes)
         } else {
             let need = |field: &str, v: &Option<String>| {
                 v.clone().ok_or_else(|| {
@@ -612,6 +860,38 @@ fn validate_flow(
                     say: message(id, "note", &note.say)?,
                 });
             }
+            let options = match (&raw_step.options, input) {
+                (None, InputKind::Option) => OPTIONS.to_vec(),
+                (None, _) => Vec::new(),
+                (Some(_), kind) if kind != InputKind::Option => {
+                    return Err(err(id, "only an `option` step has `options`".into()));
+                }
+                (Some(list), _) => {
+                    if list.is_empty() || list.iter().any(|o| !OPTIONS.contains(o)) {
+                        return Err(err(
+                            id,
+                            "options must list 1 (unlock), 2 (temporary password) or both".into(),
+                        ));
+                    }
+                    let mut list = list.clone();
+                    list.sort_unstable();
+                    list.dedup();
+                    list
+                }
+            };
+            // The outcomes this step can meet: all of the action's, or for
+            // an option step, those of the options it offers.
+            let reachable: Vec<Outcome> = if input == InputKind::Option {
+                let mut all: Vec<Outcome> = options
+                    .iter()
+                    .flat_map(|o| option_outcomes(*o).iter().copied())
+                    .collect();
+                all.sort();
+                all.dedup();
+                all
+            } else {
+                action.outcomes().to_vec()
+            };
             let mut on = HashMap::new();
             for (outcome_name, transition) in &raw_step.on {
                 let outcome = Outcome::parse(outcome_name)
@@ -643,7 +923,7 @@ fn validate_flow(
                     .collect::<Result<Vec<_>, _>>()?;
                 on.insert(outcome, Transition { to, say, notes });
             }
-            for outcome in action.outcomes() {
+            for outcome in &reachable {
                 if !on.contains_key(outcome) {
                     return Err(err(
                         id,
@@ -659,6 +939,7 @@ fn validate_flow(
                 prompt: message(id, "prompt", &need("prompt", &raw_step.prompt)?)?,
                 input,
                 action,
+                options,
                 hint: message(id, "hint", &need("hint", &raw_step.hint)?)?,
                 help: message(id, "help", &need("help", &raw_step.help)?)?,
                 notes,
@@ -670,11 +951,8 @@ fn validate_flow(
     let start = raw.dialog.start;
     match steps.get(&start) {
         Some(Step::Ask(_)) => {}
-        Some(Step::End { .. }) => {
-            return Err(err(
-                &start,
-                "the start step must ask for input, not end".into(),
-            ));
+        Some(Step::End { .. } | Step::Route(_)) => {
+            return Err(err(&start, "the start step must ask for input".into()));
         }
         None => {
             return Err(DialogError {
@@ -691,8 +969,10 @@ fn validate_flow(
         if !seen.insert(id.clone()) {
             continue;
         }
-        if let Some(Step::Ask(ask)) = steps.get(&id) {
-            todo.extend(ask.on.values().map(|t| t.to.clone()));
+        match steps.get(&id) {
+            Some(Step::Ask(ask)) => todo.extend(ask.on.values().map(|t| t.to.clone())),
+            Some(Step::Route(routes)) => todo.extend(routes.iter().map(|r| r.to.clone())),
+            _ => {}
         }
     }
     if let Some(orphan) = steps.keys().find(|k| !seen.contains(*k)) {
@@ -790,14 +1070,59 @@ mod tests {
         std::fs::write(
             &en,
             text.replace(
-                "Your account is unlocked; your",
-                "Your password {password}; your",
+                "Your account is unlocked and your",
+                "Your password {password} and your",
             ),
         )
         .unwrap();
         let e = load(dir.path(), "en").unwrap_err();
         assert!(e.fault.contains("{password}"), "{e}");
         assert_eq!(e.file, en);
+    }
+
+    #[test]
+    fn command_words_forgive_case_spaces_and_a_final_full_stop() {
+        let words = vec!["STOP".to_owned(), "?".to_owned()];
+        for yes in ["stop", "Stop.", " STOP! ", "stop .", "?"] {
+            assert!(is_word(&words, yes), "{yes}");
+        }
+        for no in ["stop it", "st op", ".", "", "!"] {
+            assert!(!is_word(&words, no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_route_needs_a_last_branch_that_always_holds() {
+        let dir = copy_with(|f| f.replace("  { to = \"nothing_to_do\" },\n", ""));
+        let e = load(dir.path(), "en").unwrap_err();
+        assert_eq!(e.step.as_deref(), Some("verified"), "{e}");
+        assert!(e.fault.contains("last branch"), "{e}");
+        let dir = copy_with(|f| f.replace("when = [\"reset_allowed\"]", "when = [\"sunny\"]"));
+        assert!(load(dir.path(), "en").unwrap_err().fault.contains("sunny"));
+    }
+
+    #[test]
+    fn an_option_step_handles_the_outcomes_of_the_options_it_offers() {
+        // offer_reset offers only 2: it needs no transition for unlocked.
+        let dir = copy_with(|f| f.replace("options = [2]\n", "options = [1, 2]\n"));
+        let e = load(dir.path(), "en").unwrap_err();
+        assert_eq!(e.step.as_deref(), Some("offer_reset"), "{e}");
+        assert!(e.fault.contains("unlocked"), "{e}");
+        let dir = copy_with(|f| f.replace("options = [2]\n", "options = [3]\n"));
+        assert!(
+            load(dir.path(), "en")
+                .unwrap_err()
+                .fault
+                .contains("options")
+        );
+    }
+
+    #[test]
+    fn welsh_and_english_dates() {
+        let en = load(&shipped(), "en").unwrap().wording;
+        let t = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 7, 3, 13, 5, 0).unwrap();
+        assert_eq!(en.time(t), "14:05 on 3 July 2026 (UK time)", "BST");
+        assert_eq!(en.date(t), "3 July 2026");
     }
 
     #[test]

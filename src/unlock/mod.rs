@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use chrono_tz::Europe::London;
 use secrecy::SecretString;
 
 pub mod turn;
@@ -89,17 +88,6 @@ impl UnlockPolicy {
         let expires = account.password_set_at? + self.password_lifetime;
         (expires <= now).then_some(expires)
     }
-}
-
-/// A time as people in the UK read it.
-pub fn uk_time(t: DateTime<Utc>) -> String {
-    t.with_timezone(&London)
-        .format("%H:%M on %-d %B %Y (UK time)")
-        .to_string()
-}
-
-fn uk_date(t: DateTime<Utc>) -> String {
-    t.with_timezone(&London).format("%-d %B %Y").to_string()
 }
 
 /// How many temporary passwords are offered to a directory that refuses
@@ -461,9 +449,13 @@ impl Unlock {
         if account.same_sign_on {
             facts.insert(Fact::SameSignOn);
         }
-        if self.policy.reset_waits_until(&account, turn.now).is_some() {
-            facts.insert(Fact::ResetWaiting);
-        }
+        facts.insert(
+            if self.policy.reset_waits_until(&account, turn.now).is_some() {
+                Fact::ResetWaiting
+            } else {
+                Fact::ResetAllowed
+            },
+        );
         Ok(facts)
     }
 
@@ -489,10 +481,10 @@ impl Unlock {
             vars.insert("question_count", count.to_string());
         }
         if let Some(after) = self.policy.reset_waits_until(&account, turn.now) {
-            vars.insert("reset_after", uk_time(after));
+            vars.insert("reset_after", self.dialog.wording.time(after));
         }
         if let Some(on) = self.policy.password_expired_on(&account, turn.now) {
-            vars.insert("password_expired_on", uk_date(on));
+            vars.insert("password_expired_on", self.dialog.wording.date(on));
         }
         Ok(())
     }

@@ -409,7 +409,7 @@ async fn dialog_check_and_serve_refuse_a_transition_to_a_missing_step() {
 async fn dialog_check_refuses_an_unknown_placeholder() {
     let app = spawn_app().await;
     let dir = broken_dialogs(&app, "en.toml", |en| {
-        en.replace("Please reply 1 or 2.", "Please reply 1 or 2, {nickname}.")
+        en.replace("Please reply 1 or 2,", "Please reply 1 or 2, {nickname},")
     });
     let (status, stdout, stderr) = app.cli_with_env(
         &[("DIALOGS_DIR", &dir)],
@@ -421,6 +421,46 @@ async fn dialog_check_refuses_an_unknown_placeholder() {
     let output = format!("{stdout}\n{stderr}");
     assert!(
         output.contains("en.toml") && output.contains("nickname"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn dialog_check_measures_every_reply_against_its_sms_budget() {
+    let app = spawn_app().await;
+    // The shipped wording fits.
+    let (status, stdout, stderr) = app.cli(&["dialog", "check", "--sizes"], None);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("within their SMS budgets"), "{stdout}");
+    assert!(
+        stdout.contains("GSM-7") && stdout.contains("greeting + ask_email"),
+        "every reply is listed with its size: {stdout}"
+    );
+
+    // The greeting as it was (250 characters with the first question, 3
+    // segments after a failed text is reported), and a curly apostrophe.
+    let dir = broken_dialogs(&app, "en.toml", |en| {
+        en.replace(
+            "greeting = \"NHSmail account unlock. Reply EXIT to stop or ? for help at any time.\"",
+            "greeting = \"NHSmail self-service unlock. You can unlock your account, or unlock it and get a temporary password by text. Reply EXIT at any time to stop, or ? for help.\"",
+        )
+        .replace("If this wasn't you", "If this wasn\u{2019}t you")
+    });
+    let (status, stdout, stderr) = app.cli_with_env(
+        &[("DIALOGS_DIR", &dir)],
+        &[],
+        &["dialog", "check"],
+        Duration::from_secs(60),
+    );
+    assert!(!status.expect("finishes").success());
+    let output = format!("{stdout}\n{stderr}");
+    assert!(
+        output.contains("text_not_delivered + greeting + ask_email")
+            && output.contains("3 GSM-7 segments"),
+        "{output}"
+    );
+    assert!(
+        output.contains("'sms_notice_unlocked'") && output.contains("U+2019"),
         "{output}"
     );
 }

@@ -31,7 +31,7 @@ async fn unlock_keeps_the_password_and_texts_a_notice() {
     let done = app.text("1").await;
     assert!(done.contains("Your account is unlocked"), "{done}");
     assert!(
-        done.contains("old password"),
+        done.contains("update the password saved"),
         "advice against the next lockout: {done}"
     );
 
@@ -65,8 +65,10 @@ async fn unlock_keeps_the_password_and_texts_a_notice() {
         audit.iter().all(|e| e["sender"] != USER_PHONE),
         "sender is masked"
     );
-    // The conversation has ended: the next text starts a new one.
-    assert!(app.text("hello").await.contains("email address"));
+    // The conversation has ended: the next text gets a short line, the
+    // start word a new conversation.
+    assert!(app.text("hello").await.contains("has ended"));
+    assert!(app.text("UNLOCK").await.contains("email address"));
 }
 
 #[tokio::test]
@@ -163,10 +165,14 @@ async fn help_explains_without_losing_the_step_and_cancel_ends() {
     );
     let cancelled = app.text("Cancel").await;
     assert!(cancelled.contains("Cancelled"), "{cancelled}");
-    assert_eq!(app.count("conversations").await, 0);
+    assert_eq!(app.live_conversations().await, 0);
     assert_eq!(app.account(EMAIL)["locked"], true);
     assert!(
-        app.text(answer_for(&q1)).await.contains("email address"),
+        app.text(answer_for(&q1)).await.contains("has ended"),
+        "one short line after the end"
+    );
+    assert!(
+        app.text("UNLOCK").await.contains("email address"),
         "starts afresh"
     );
 }

@@ -666,6 +666,16 @@ impl TestApp {
             .collect()
     }
 
+    /// Conversations in progress (an ended one is kept, marked ended,
+    /// only to answer a message after its end).
+    pub async fn live_conversations(&self) -> i64 {
+        self.db
+            .scalar(
+                "SELECT COUNT(*) FROM conversations WHERE state NOT LIKE '%\"ended\":true%'".into(),
+            )
+            .await
+    }
+
     /// Rows in a table, straight from the database.
     pub async fn count(&self, table: &str) -> i64 {
         self.db

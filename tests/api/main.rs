@@ -16,5 +16,6 @@ mod database;
 mod instances;
 mod load;
 mod policy;
+mod start_and_end;
 mod telegram;
 mod webhook;

@@ -140,7 +140,10 @@ async fn a_wrong_notify_secret_is_a_final_failure_and_the_password_is_restored()
         2
     );
     let next = app.text("UNLOCK").await;
-    assert!(next.contains("couldn't send the text"), "{next}");
+    assert!(
+        next.contains("could not text your temporary password"),
+        "{next}"
+    );
 }
 
 #[tokio::test]

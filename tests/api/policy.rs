@@ -60,7 +60,7 @@ async fn verifies(app: &mut TestApp, email: &str) -> Result<String, String> {
     }
     let q2 = app.text(answer_for(&q1)).await;
     let options = app.text(answer_for(&q2)).await;
-    if options.contains("Reply 1") {
+    if options.contains("You are verified") {
         Ok(options)
     } else {
         Err(options)
@@ -122,11 +122,7 @@ async fn every_unverifiable_user_gets_the_same_generic_reply_and_nothing_changes
         assert_eq!(reply, NOT_VERIFIED, "{case}");
         assert!(reply.contains("Local Administrator"), "{case}: {reply}");
     }
-    assert_eq!(
-        app.count("conversations").await,
-        0,
-        "each conversation ended"
-    );
+    assert_eq!(app.live_conversations().await, 0, "each conversation ended");
     for email in [
         EMAIL,
         "answers.wrong@nhs.net",
@@ -280,13 +276,13 @@ async fn a_non_uk_registered_number_disables_self_service() {
     app.text(jersey).await;
     let reply = app.text("3456").await;
     assert!(
-        reply.contains("not a UK mobile number") && reply.contains("local organisation"),
+        reply.contains("mobile number outside the UK") && reply.contains("Local Administrator"),
         "{reply}"
     );
-    assert!(reply.contains("register a UK mobile number"), "{reply}");
+    assert!(reply.contains("register a UK mobile"), "{reply}");
     assert_ne!(reply, NOT_VERIFIED);
     assert!(!reply.contains("Security question"), "{reply}");
-    assert_eq!(app.count("conversations").await, 0, "conversation ended");
+    assert_eq!(app.live_conversations().await, 0, "conversation ended");
     assert_untouched(&app, jersey);
     assert!(app.sent_texts().await.is_empty());
 
@@ -316,10 +312,7 @@ async fn same_sign_on_notice_comes_before_the_options_and_an_established_account
     let notice = options
         .find("Same Sign On")
         .unwrap_or_else(|| panic!("Same Sign On notice: {options}"));
-    assert!(
-        options.contains("workstation (computer) password"),
-        "{options}"
-    );
+    assert!(options.contains("computer password"), "{options}");
     let offer = options.find("Reply 1").expect("options");
     assert!(
         notice < offer,
@@ -349,26 +342,28 @@ async fn a_same_sign_on_account_synced_2_hours_ago_cannot_reset_but_can_unlock()
     let options = verifies(&mut app, EMAIL).await.expect("verified");
     assert!(options.contains("Same Sign On"), "{options}");
     assert!(options.contains(after), "{options}");
+    // Only what can happen is offered.
+    assert!(options.contains("Reply 1"), "{options}");
+    assert!(
+        !options.contains("Reply 2") && !options.contains("or 2"),
+        "{options}"
+    );
 
+    // A 2 typed anyway is told why, and offered only 1 again.
     let refused = app.text("2").await;
     assert!(
-        refused.contains(&format!("cannot be reset until {after}")),
+        refused.contains(&format!("not possible until {after}")),
         "{refused}"
     );
     assert!(
-        refused.contains("Reply 1"),
-        "option 1 still offered: {refused}"
+        refused.contains("Reply 1") && !refused.contains("Reply 2"),
+        "option 1 still offered, 2 not: {refused}"
     );
     let account = app.account(EMAIL);
     assert_eq!(account["has_password"], false, "no password set: {account}");
     assert_eq!(account["must_change_password"], false, "{account}");
     assert_eq!(account["locked"], true, "{account}");
     assert!(app.sent_texts().await.is_empty(), "no text sent");
-    assert!(
-        app.audit()
-            .iter()
-            .any(|e| e["event"] == "refusal" && e["outcome"] == "reset_waiting_same_sign_on")
-    );
 
     // Option 1 still works in the same conversation.
     let done = app.text("1").await;
@@ -407,7 +402,7 @@ async fn the_reset_time_is_given_in_uk_summer_time() {
     verifies(&mut app, EMAIL).await.expect("verified");
     let refused = app.text("2").await;
     assert!(
-        refused.contains("cannot be reset until 07:30 on 12 June 2027 (UK time)"),
+        refused.contains("not possible until 07:30 on 12 June 2027 (UK time)"),
         "{refused}"
     );
     assert!(app.sent_texts().await.is_empty());
@@ -444,30 +439,38 @@ async fn an_account_that_is_not_locked_is_told_so_and_may_still_reset() {
     let options = verifies(&mut app, EMAIL).await.expect("verified");
     assert!(options.contains("Your account is not locked"), "{options}");
     assert!(!options.contains("Your account is locked"), "{options}");
+    // Unlocking is not offered.
+    assert!(!options.contains("Reply 1"), "{options}");
+    assert!(options.contains("Reply 2"), "{options}");
 
-    // Option 1 changes nothing, sends nothing, and the options stay open.
+    // A 1 typed anyway changes nothing, sends nothing, offers only 2, and
+    // does not loop.
     let reply = app.text("1").await;
     assert!(
-        reply.contains("Your account is not locked, so nothing needed unlocking"),
+        reply.contains("Your account is not locked, so there is nothing to unlock"),
         "{reply}"
     );
-    assert!(reply.contains("Reply 1"), "{reply}");
+    assert!(
+        reply.contains("Reply 2") && !reply.contains("Reply 1"),
+        "{reply}"
+    );
     assert!(!reply.contains("Your account is unlocked"), "{reply}");
     let account = app.account(EMAIL);
     assert_eq!(account["locked"], false);
     assert_eq!(account["must_change_password"], false);
     assert_eq!(account["has_password"], false);
     assert!(app.sent_texts().await.is_empty(), "no notice for no change");
-    assert_eq!(app.count("conversations").await, 1, "still talking");
+    assert_eq!(app.live_conversations().await, 1, "still talking");
     assert!(
         app.audit()
             .iter()
             .all(|e| !(e["event"] == "unlock" && e["outcome"] == "unlocked"))
     );
 
-    // Option 2 still resets.
+    // Option 2 still resets, and the reply says only what happened.
     let done = app.text("2").await;
     assert!(done.contains("temporary password is on its way"), "{done}");
+    assert!(!done.to_lowercase().contains("unlocked"), "{done}");
     let account = app.account(EMAIL);
     assert_eq!(account["must_change_password"], true);
     let texts = app.sent_texts().await;
@@ -519,24 +522,21 @@ async fn three_invalid_inputs_in_a_row_end_the_conversation() {
     app.text(EMAIL).await;
     assert!(app.text("12").await.contains("exactly 4 digits"));
     assert!(app.text("abcd").await.contains("exactly 4 digits"));
-    assert_eq!(app.count("conversations").await, 1);
+    assert_eq!(app.live_conversations().await, 1);
     let ended = app.text("twelve").await;
     assert!(
-        ended.contains("this conversation has ended and nothing has been changed"),
+        ended.contains("did not understand your replies")
+            && ended.contains("Nothing has been changed"),
         "{ended}"
     );
-    assert_eq!(
-        app.count("conversations").await,
-        0,
-        "conversation row deleted"
-    );
+    assert_eq!(app.live_conversations().await, 0, "conversation ended");
     assert_untouched(&app, EMAIL);
     assert_eq!(app.count("verification_failures").await, 0);
-    // The next message starts afresh, even the right digits.
-    assert!(app.text("3456").await.contains("email address"));
+    // The next message gets one short line, even the right digits.
+    assert!(app.text("3456").await.contains("conversation has ended"));
 
-    // At the options step too.
-    app.text(EMAIL).await;
+    // At the options step too (an email address starts afresh).
+    assert!(app.text(EMAIL).await.contains("last 4 digits"));
     let q1 = app.text("3456").await;
     let q2 = app.text(answer_for(&q1)).await;
     app.text(answer_for(&q2)).await;
@@ -545,10 +545,11 @@ async fn three_invalid_inputs_in_a_row_end_the_conversation() {
     assert!(
         app.text("1 please")
             .await
-            .contains("conversation has ended")
+            .contains("did not understand your replies")
     );
-    assert_eq!(app.count("conversations").await, 0);
-    assert!(app.text("1").await.contains("email address"));
+    assert_eq!(app.live_conversations().await, 0);
+    assert!(app.text("1").await.contains("conversation has ended"));
+    assert!(app.text("UNLOCK").await.contains("email address"));
     assert_untouched(&app, EMAIL);
     assert!(app.sent_texts().await.is_empty());
 }
@@ -611,7 +612,7 @@ async fn reset_while_twilio_fails(failure: wiremock::ResponseTemplate, permanent
         // The user's next message says so, once.
         let next = app.text("UNLOCK").await;
         assert!(
-            next.starts_with("Sorry, we couldn't send the text with your temporary password"),
+            next.starts_with("Sorry, we could not text your temporary password"),
             "{next}"
         );
         assert!(
@@ -619,7 +620,7 @@ async fn reset_while_twilio_fails(failure: wiremock::ResponseTemplate, permanent
             "and a new conversation starts: {next}"
         );
         let again = app.text("CANCEL").await;
-        assert!(!again.contains("couldn't send the text"), "{again}");
+        assert!(!again.contains("could not text"), "{again}");
 
         // Once Twilio works again, a new attempt resets.
         verifies(&mut app, EMAIL).await.expect("verified");
@@ -646,7 +647,7 @@ async fn reset_while_twilio_fails(failure: wiremock::ResponseTemplate, permanent
             .collect();
         assert_eq!(retried.len(), 2, "tried twice: {texts:?}");
         assert!(app.password_is(EMAIL, &attempted));
-        assert!(!app.text("UNLOCK").await.contains("couldn't send"));
+        assert!(!app.text("UNLOCK").await.contains("could not text"));
     }
     assert!(!captured_logs().contains(&attempted), "password logged");
 }

@@ -219,7 +219,7 @@ async fn full_reset(polling: bool) {
     chat.verify().await;
     let done = chat.say("2").await; // typed, not pressed
     assert!(
-        done.contains("on its way by text to your mobile ending 3456"),
+        done.contains("on its way to your mobile ending 3456"),
         "{done}"
     );
     let texts = app.sent_texts().await;
@@ -295,7 +295,7 @@ async fn wrong_or_missing_secret_token_is_refused_and_changes_nothing() {
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(fake.sent_to(CHAT).is_empty());
-    assert_eq!(app.count("conversations").await, 0);
+    assert_eq!(app.live_conversations().await, 0);
     assert_eq!(app.count("processed_messages").await, 0);
     // A body that is not an update, with the right secret: 400.
     let status = app
@@ -379,7 +379,7 @@ async fn group_chat(polling: bool) {
     assert_eq!(fake.sent_to(supergroup).len(), 1);
     assert!(fake.sent_to(CHAT).is_empty(), "nothing sent privately");
     assert!(fake.calls_to("deleteMessage").is_empty());
-    assert_eq!(app.count("conversations").await, 0);
+    assert_eq!(app.live_conversations().await, 0);
     assert_eq!(app.count("processed_messages").await, 0);
     assert!(app.audit().is_empty());
     // Nothing from the group carries over into a private chat.
@@ -522,7 +522,7 @@ async fn commands(polling: bool) {
     );
     let cancelled = chat.say("/cancel").await;
     assert!(cancelled.contains("Cancelled"), "{cancelled}");
-    assert_eq!(app.count("conversations").await, 0);
+    assert_eq!(app.live_conversations().await, 0);
 }
 
 #[tokio::test]

@@ -164,7 +164,7 @@ async fn a_repeated_message_sid_is_answered_identically_and_processed_once() {
     // the record, and does not start a new conversation.
     let again = app.text_with_sid(USER_PHONE, "2", &sid).await;
     assert_eq!(again, first);
-    assert_eq!(app.count("conversations").await, 0);
+    assert_eq!(app.live_conversations().await, 0);
 }
 
 #[tokio::test]
