@@ -123,6 +123,8 @@ impl Services {
         });
         let policy = UnlockPolicy {
             questions_to_ask: settings.questions_to_ask,
+            sender_max_accounts: settings.sender_max_accounts,
+            sender_window: settings.sender_window,
             temp_password_length: settings.temp_password_length,
             contact: settings.support_contact.clone(),
             ..UnlockPolicy::default()

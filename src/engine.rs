@@ -208,6 +208,7 @@ impl Engine {
             state: ConversationState::default(),
             audit: Vec::new(),
             failures: Vec::new(),
+            block_notices: Vec::new(),
             outbox: Vec::new(),
             account: None,
         };
@@ -326,6 +327,7 @@ impl Engine {
             processed: inbound.message_id.map(|id| (id, reply.text())),
             audit: turn.audit,
             failures: turn.failures,
+            block_notices: turn.block_notices,
             block_rule: self.config.block_rule,
             outbox: turn.outbox,
             reported_failures,
@@ -350,6 +352,7 @@ impl Engine {
             state: stored.state,
             audit: Vec::new(),
             failures: Vec::new(),
+            block_notices: Vec::new(),
             outbox: Vec::new(),
             account: None,
         };
@@ -360,6 +363,7 @@ impl Engine {
             processed: None,
             audit: turn.audit,
             failures: Vec::new(),
+            block_notices: Vec::new(),
             block_rule: self.config.block_rule,
             outbox: Vec::new(),
             reported_failures: Vec::new(),

@@ -88,6 +88,10 @@ pub struct Settings {
     /// is never processed twice (`INBOUND_ID_RETENTION_DAYS`).
     pub inbound_id_retention: Duration,
     pub questions_to_ask: usize,
+    /// Accounts one sender may fail against within `sender_window` before
+    /// it is stopped (`SENDER_MAX_ACCOUNTS`, `SENDER_WINDOW_HOURS`).
+    pub sender_max_accounts: u32,
+    pub sender_window: Duration,
     pub temp_password_length: usize,
     pub allow_crown_dependencies: bool,
     pub support_contact: String,
@@ -401,6 +405,9 @@ impl Settings {
                 36_500,
             )?),
             idle_timeout: Duration::minutes(number("CONVERSATION_IDLE_MINUTES", 15, 1, 24 * 60)?),
+            sender_max_accounts: u32::try_from(number("SENDER_MAX_ACCOUNTS", 3, 1, 100)?)
+                .unwrap_or(3),
+            sender_window: Duration::hours(number("SENDER_WINDOW_HOURS", 24, 1, 24 * 30)?),
             questions_to_ask: usize::try_from(number("QUESTIONS_TO_ASK", 2, 1, 3)?).unwrap_or(2),
             temp_password_length: usize::try_from(number("TEMP_PASSWORD_LENGTH", 12, 10, 64)?)
                 .unwrap_or(12),

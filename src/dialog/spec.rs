@@ -88,7 +88,9 @@ impl ActionKind {
         use Outcome::*;
         match self {
             Self::LookupAccount => &[Next],
-            Self::CheckMobileDigits => &[Verified, Failed, Disabled, DirectoryDisabled],
+            Self::CheckMobileDigits => {
+                &[Verified, Failed, Disabled, DirectoryDisabled, SenderPaused]
+            }
             Self::CheckAnswer => &[NextQuestion, Verified, Failed],
             Self::ChooseOption => &[
                 Unlocked,
@@ -119,10 +121,12 @@ pub enum Outcome {
     NotChanged,
     /// The directory reports the account disabled.
     DirectoryDisabled,
+    /// This sender has failed against too many accounts lately.
+    SenderPaused,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 11] = [
+    const ALL: [Outcome; 12] = [
         Self::Next,
         Self::Verified,
         Self::Failed,
@@ -134,6 +138,7 @@ impl Outcome {
         Self::ResetWaiting,
         Self::NotChanged,
         Self::DirectoryDisabled,
+        Self::SenderPaused,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -148,6 +153,7 @@ impl Outcome {
             Self::ResetWaiting => "reset_waiting",
             Self::NotChanged => "not_changed",
             Self::DirectoryDisabled => "directory_disabled",
+            Self::SenderPaused => "sender_paused",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -213,6 +219,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "question_count",
     "reset_after",
     "password_expired_on",
+    "until",
     "contact",
     "idle_minutes",
     "password",

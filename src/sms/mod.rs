@@ -19,6 +19,8 @@ pub enum SmsKind {
     TempPassword,
     NoticeUnlocked,
     NoticeReset,
+    /// The account was blocked after failed attempts (sent at most daily).
+    NoticeBlocked,
 }
 
 impl SmsKind {
@@ -28,6 +30,7 @@ impl SmsKind {
         match name {
             "temp_password" => Self::TempPassword,
             "notice_reset" => Self::NoticeReset,
+            "notice_blocked" => Self::NoticeBlocked,
             _ => Self::NoticeUnlocked,
         }
     }
@@ -37,6 +40,7 @@ impl SmsKind {
             Self::TempPassword => "temp_password",
             Self::NoticeUnlocked => "notice_unlocked",
             Self::NoticeReset => "notice_reset",
+            Self::NoticeBlocked => "notice_blocked",
         }
     }
 }

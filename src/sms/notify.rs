@@ -208,6 +208,10 @@ impl NotifySender {
                 values.insert("action", "reset");
                 (self.template_notice.as_str(), "contact")
             }
+            SmsKind::NoticeBlocked => {
+                values.insert("action", "paused");
+                (self.template_notice.as_str(), "contact")
+            }
         };
         if !values.contains_key(required) {
             // Notify would refuse it with a 400; say why here instead.
@@ -487,7 +491,7 @@ mod tests {
     fn sms(kind: SmsKind) -> OutboundSms {
         let personalisation = match kind {
             SmsKind::TempPassword => vec![("password".to_owned(), SecretString::from(PASSWORD))],
-            SmsKind::NoticeUnlocked | SmsKind::NoticeReset => {
+            SmsKind::NoticeUnlocked | SmsKind::NoticeReset | SmsKind::NoticeBlocked => {
                 vec![("contact".to_owned(), SecretString::from(CONTACT))]
             }
         };

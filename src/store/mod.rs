@@ -114,8 +114,12 @@ pub struct TurnCommit {
     /// and the reply given, so a repeated delivery gets the same answer.
     pub processed: Option<(String, String)>,
     pub audit: Vec<AuditEvent>,
-    /// Accounts for which this turn was a failed verification.
+    /// Accounts for which this turn was a failed verification (counted
+    /// against the account and against this conversation's sender).
     pub failures: Vec<Email>,
+    /// Accounts whose block notice this turn queued (recorded, so that at
+    /// most one goes out a day).
+    pub block_notices: Vec<Email>,
     pub block_rule: BlockRule,
     /// Texts caused by this turn.
     pub outbox: Vec<NewOutboxItem>,
@@ -156,6 +160,19 @@ pub trait Store: Send + Sync {
         account: &Email,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Failures counted since `since` against `account`, and how many of
+    /// them came from `sender` (a conversation key); and the number of
+    /// other accounts `sender` has failed against since `sender_since`.
+    async fn failure_counts(
+        &self,
+        account: &Email,
+        sender: &str,
+        since: DateTime<Utc>,
+        sender_since: DateTime<Utc>,
+    ) -> Result<FailureCounts, StoreError>;
+    /// When the last block notice for `account` was queued, if ever.
+    async fn last_block_notice(&self, account: &Email)
+    -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Drop the stored replies to inbound messages, and forget the
     /// messages' ids, as `prune` says. Returns how many ids were forgotten.
     async fn prune_processed(&self, prune: &ProcessedPrune) -> Result<u64, StoreError>;
@@ -222,4 +239,12 @@ pub struct ProcessedPrune {
     pub replies_before: DateTime<Utc>,
     pub sms_ids_before: DateTime<Utc>,
     pub other_ids_before: DateTime<Utc>,
+}
+
+/// See [`Store::failure_counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailureCounts {
+    pub account: i64,
+    pub account_by_sender: i64,
+    pub other_accounts_by_sender: i64,
 }

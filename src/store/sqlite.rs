@@ -15,8 +15,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{
-    AuditEvent, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation, TurnCommit,
-    TurnTx,
+    AuditEvent, FailureCounts, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation,
+    TurnCommit, TurnTx,
 };
 use crate::domain::{Channel, ConversationKey, Email};
 use crate::sms::SmsKind;
@@ -188,10 +188,11 @@ impl TurnTx for SqliteTurn {
         }
         for account in &c.failures {
             sqlx::query(
-                "INSERT INTO verification_failures (account_email, failed_at) VALUES ($1, $2)",
+                "INSERT INTO verification_failures (account_email, failed_at, sender) VALUES ($1, $2, $3)",
             )
             .bind(account.as_str())
             .bind(now)
+            .bind(&self.key)
             .execute(&mut *tx)
             .await?;
             let recent: i64 = sqlx::query_scalar(
@@ -211,6 +212,13 @@ impl TurnTx for SqliteTurn {
                 .execute(&mut *tx)
                 .await?;
             }
+        }
+        for account in &c.block_notices {
+            sqlx::query("UPDATE account_blocks SET notice_at = $2 WHERE account_email = $1")
+                .bind(account.as_str())
+                .bind(to_millis(c.now))
+                .execute(&mut *tx)
+                .await?;
         }
         for item in &c.outbox {
             sqlx::query(
@@ -271,6 +279,44 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(until.map(from_millis))
+    }
+
+    async fn failure_counts(
+        &self,
+        account: &Email,
+        sender: &str,
+        since: DateTime<Utc>,
+        sender_since: DateTime<Utc>,
+    ) -> Result<FailureCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT
+               (SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at > $3),
+               (SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at > $3 AND sender = $2),
+               (SELECT COUNT(DISTINCT account_email) FROM verification_failures WHERE sender = $2 AND failed_at > $4 AND account_email <> $1)",
+        )
+        .bind(account.as_str())
+        .bind(sender)
+        .bind(to_millis(since))
+        .bind(to_millis(sender_since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(FailureCounts {
+            account: row.get(0),
+            account_by_sender: row.get(1),
+            other_accounts_by_sender: row.get(2),
+        })
+    }
+
+    async fn last_block_notice(
+        &self,
+        account: &Email,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT notice_at FROM account_blocks WHERE account_email = $1")
+                .bind(account.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(at.flatten().map(from_millis))
     }
 
     async fn prune_processed(&self, prune: &ProcessedPrune) -> Result<u64, StoreError> {

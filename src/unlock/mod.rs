@@ -14,12 +14,12 @@ use crate::dialog::render::{Vars, render};
 use crate::dialog::spec::TEMP_PASSWORD_MESSAGE;
 use crate::dialog::{ActionKind, Dialog, Fact, Outcome};
 use crate::directory::{Account, AccountCommand, Directory, DirectoryError, Disabled};
-use crate::domain::{Answer, Email, Last4, RegisteredMobile, TempPassword, UkMobile};
+use crate::domain::{Answer, Channel, Email, Last4, RegisteredMobile, TempPassword, UkMobile};
 use crate::enrolment::Enrolments;
 use crate::hashing::Hasher;
 use crate::sms::outbox::{OutboxKey, queue};
 use crate::sms::{OutboundSms, SmsKind};
-use crate::store::Store;
+use crate::store::{FailureCounts, Store};
 use turn::{Input, KnownAccount, Turn, TurnError};
 
 /// The service's rules, with the published procedure's values as defaults.
@@ -32,6 +32,11 @@ pub struct UnlockPolicy {
     pub max_failures: u32,
     pub failure_window: Duration,
     pub block_for: Duration,
+    /// A sender (phone number or chat) that has failed verification against
+    /// this many accounts within `sender_window` is stopped before it can
+    /// fail against (and so block) another.
+    pub sender_max_accounts: u32,
+    pub sender_window: Duration,
     /// New or transferred Same Sign On accounts wait this long before a reset.
     pub same_sign_on_wait: Duration,
     pub password_lifetime: Duration,
@@ -47,6 +52,8 @@ impl Default for UnlockPolicy {
             max_failures: 3,
             failure_window: Duration::hours(24),
             block_for: Duration::hours(24),
+            sender_max_accounts: 3,
+            sender_window: Duration::hours(24),
             same_sign_on_wait: Duration::hours(24),
             password_lifetime: crate::directory::password_lifetime(),
             contact: "your Local Administrator".into(),
@@ -199,11 +206,16 @@ impl Unlock {
 
     async fn check_digits(&self, digits: Last4, turn: &mut Turn) -> Result<Outcome, TurnError> {
         let email = Self::email(turn)?;
+        let counts = self.failure_counts(&email, turn).await?;
+        if counts.other_accounts_by_sender >= i64::from(self.policy.sender_max_accounts) {
+            turn.audit("refusal", "sender_paused");
+            return Ok(Outcome::SenderPaused);
+        }
         let Some(KnownAccount { account, questions }) = self.account(turn).await? else {
             turn.audit("verification", "failed:unknown_account");
             return Ok(Outcome::Failed);
         };
-        if self.store.blocked_until(&email, turn.now).await?.is_some() {
+        if self.blocked(&email, &account, counts, turn).await? {
             turn.audit("refusal", "blocked");
             return Ok(Outcome::Failed);
         }
@@ -212,7 +224,9 @@ impl Unlock {
             return Ok(Outcome::Failed);
         };
         if !mobile.last4().matches(&digits) {
-            self.fail(&email, "wrong_digits", turn);
+            let mobile = mobile.clone();
+            self.fail(&email, Some(&mobile), "wrong_digits", counts, turn)
+                .await?;
             return Ok(Outcome::Failed);
         }
         match account.disabled {
@@ -257,11 +271,19 @@ impl Unlock {
         if turn.state.answered < turn.state.questions.len() {
             return Ok(Outcome::NextQuestion);
         }
+        let counts = self.failure_counts(&email, turn).await?;
+        let known = account.map(|a| a.account);
         if !turn.state.answers_ok {
-            self.fail(&email, "wrong_answers", turn);
+            let mobile = known.as_ref().and_then(|a| a.mobile.clone());
+            self.fail(&email, mobile.as_ref(), "wrong_answers", counts, turn)
+                .await?;
             return Ok(Outcome::Failed);
         }
-        if self.store.blocked_until(&email, turn.now).await?.is_some() {
+        let blocked = match &known {
+            Some(account) => self.blocked(&email, account, counts, turn).await?,
+            None => true,
+        };
+        if blocked {
             turn.audit("refusal", "blocked");
             return Ok(Outcome::Failed);
         }
@@ -270,11 +292,93 @@ impl Unlock {
         Ok(Outcome::Verified)
     }
 
+    /// Failures counted against the account and by this conversation's
+    /// sender (the account is held for the turn, so they cannot change
+    /// until it commits).
+    async fn failure_counts(&self, email: &Email, turn: &Turn) -> Result<FailureCounts, TurnError> {
+        Ok(self
+            .store
+            .failure_counts(
+                email,
+                &turn.key.to_string(),
+                turn.now - self.policy.failure_window,
+                turn.now - self.policy.sender_window,
+            )
+            .await?)
+    }
+
+    /// Whether the account's self-service is blocked for this conversation.
+    /// A conversation from the account's own registered mobile is blocked
+    /// only by its own failures: others' failures cannot lock the owner out.
+    async fn blocked(
+        &self,
+        email: &Email,
+        account: &Account,
+        counts: FailureCounts,
+        turn: &Turn,
+    ) -> Result<bool, TurnError> {
+        if Self::from_own_mobile(account, turn) {
+            return Ok(counts.account_by_sender >= i64::from(self.policy.max_failures));
+        }
+        Ok(self.store.blocked_until(email, turn.now).await?.is_some())
+    }
+
+    /// The conversation comes from the account's registered mobile: an SMS
+    /// whose sender is that number.
+    fn from_own_mobile(account: &Account, turn: &Turn) -> bool {
+        turn.key.channel() == Channel::Sms
+            && matches!(&account.mobile, Some(RegisteredMobile::Uk(m)) if m.as_e164() == turn.key.external_id())
+    }
+
     /// Count a failed verification; the store blocks the account when it
-    /// is one too many (inside the commit, so instances agree).
-    fn fail(&self, email: &Email, reason: &str, turn: &mut Turn) {
+    /// is one too many (inside the commit, so instances agree). When this
+    /// failure blocks the account, its registered mobile is told, at most
+    /// once a day.
+    async fn fail(
+        &self,
+        email: &Email,
+        mobile: Option<&RegisteredMobile>,
+        reason: &str,
+        counts: FailureCounts,
+        turn: &mut Turn,
+    ) -> Result<(), TurnError> {
         turn.audit("verification", &format!("failed:{reason}"));
         turn.failures.push(email.clone());
+        let Some(RegisteredMobile::Uk(mobile)) = mobile else {
+            return Ok(());
+        };
+        if counts.account + 1 != i64::from(self.policy.max_failures) {
+            return Ok(());
+        }
+        if let Some(last) = self.store.last_block_notice(email).await?
+            && turn.now - last < Duration::hours(24)
+        {
+            return Ok(());
+        }
+        let until = self.dialog.wording.time(turn.now + self.policy.block_for);
+        let mut vars = Vars::new();
+        vars.insert("contact", self.policy.contact.clone());
+        vars.insert("until", until.clone());
+        let sms = OutboundSms {
+            to: mobile.clone(),
+            body: SecretString::from(render(
+                self.dialog.wording.text("sms_notice_blocked"),
+                &vars,
+            )),
+            kind: SmsKind::NoticeBlocked,
+            personalisation: vec![
+                (
+                    "contact".to_owned(),
+                    SecretString::from(self.policy.contact.clone()),
+                ),
+                ("until".to_owned(), SecretString::from(until)),
+            ],
+            reference: String::new(),
+        };
+        self.queue(sms, email, turn)?;
+        turn.block_notices.push(email.clone());
+        turn.audit("notice", "blocked_notice_queued");
+        Ok(())
     }
 
     async fn choose(&self, choice: u8, turn: &mut Turn) -> Result<Outcome, TurnError> {

@@ -64,6 +64,8 @@ pub struct Turn {
     pub state: ConversationState,
     pub audit: Vec<AuditEvent>,
     pub failures: Vec<Email>,
+    /// Accounts whose block notice this turn queued.
+    pub block_notices: Vec<Email>,
     /// Texts this turn causes, sealed for the outbox.
     pub outbox: Vec<NewOutboxItem>,
     /// The named account and its enrolled questions, fetched at most once

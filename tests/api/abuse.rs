@@ -367,3 +367,114 @@ async fn emails_with_invisible_characters_are_refused_in_conversation_and_never_
         "{stdout:?}"
     );
 }
+
+// ------------------------------------------------------------------------
+// Finding 1: locking colleagues out.
+
+const ATTACKER: &str = "+447911223456";
+
+/// Three failed conversations from `from` against `email`.
+async fn fail_three_times(app: &mut TestApp, from: &str, email: &str) -> Vec<String> {
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        app.text_from(from, "UNLOCK").await;
+        app.text_from(from, email).await;
+        replies.push(app.text_from(from, "0000").await);
+    }
+    replies
+}
+
+/// One phone that fails against several accounts is stopped, with its own
+/// reply, before it can block more than 3 of them in 24 hours.
+#[tokio::test]
+async fn one_sender_cannot_block_more_than_three_accounts() {
+    let mut app = spawn_app().await;
+    let colleagues: Vec<String> = (1..=5).map(|i| format!("colleague{i}@nhs.net")).collect();
+    let rows: Vec<AccountRow> = colleagues
+        .iter()
+        .enumerate()
+        .map(|(i, email)| AccountRow::locked(email, &format!("07811 2{i}1234")))
+        .collect();
+    app.import(&rows).await;
+    for email in &colleagues[..3] {
+        let replies = fail_three_times(&mut app, ATTACKER, email).await;
+        assert!(
+            replies.iter().all(|r| r.contains("could not verify")),
+            "{replies:?}"
+        );
+    }
+    for email in &colleagues[3..] {
+        app.text_from(ATTACKER, "UNLOCK").await;
+        app.text_from(ATTACKER, email).await;
+        let reply = app.text_from(ATTACKER, "0000").await;
+        assert!(reply.contains("too many failed attempts"), "{reply}");
+    }
+    let audit = app.audit();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e["outcome"] == "sender_paused")
+            .count(),
+        2,
+        "{audit:?}"
+    );
+    // The fourth and fifth colleagues are not blocked: they verify.
+    for (i, email) in colleagues[3..].iter().enumerate() {
+        let phone = format!("+44781155555{i}");
+        app.text_from(&phone, "UNLOCK").await;
+        app.text_from(&phone, email).await;
+        let q1 = app.text_from(&phone, "1234").await;
+        assert!(q1.starts_with("Security question 1"), "{email}: {q1}");
+    }
+    // The limit is per sender: another phone is not stopped by it.
+    app.text_from("+447811654321", "UNLOCK").await;
+    app.text_from("+447811654321", &colleagues[4]).await;
+    let reply = app.text_from("+447811654321", "9999").await;
+    assert!(reply.contains("could not verify"), "{reply}");
+}
+
+/// Others' failures never block a conversation from the account's own
+/// registered mobile; the owner is told once, by text, that self-service is
+/// paused except from their phone; the generic reply says that failures
+/// pause self-service.
+#[tokio::test]
+async fn others_failures_never_lock_the_owner_out_and_the_owner_is_told_once() {
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow::locked(VICTIM, VICTIM_MOBILE)])
+        .await;
+    let replies = fail_three_times(&mut app, ATTACKER, VICTIM).await;
+    assert!(
+        replies[0].contains("self-service pauses for 24 hours"),
+        "{}",
+        replies[0]
+    );
+    // Blocked for the attacker, even with the right digits.
+    app.text_from(ATTACKER, "UNLOCK").await;
+    app.text_from(ATTACKER, VICTIM).await;
+    assert!(
+        app.text_from(ATTACKER, "3456")
+            .await
+            .contains("could not verify")
+    );
+    // More tries while blocked send no further notice.
+    fail_three_times(&mut app, ATTACKER, VICTIM).await;
+
+    let texts = app.sent_texts().await;
+    assert_eq!(texts.len(), 1, "one notice: {texts:?}");
+    assert_eq!(texts[0].to, USER_PHONE);
+    assert!(
+        texts[0].body.contains("someone tried to unlock"),
+        "{}",
+        texts[0].body
+    );
+    assert!(
+        texts[0].body.contains("except from this phone"),
+        "{}",
+        texts[0].body
+    );
+    assert!(texts[0].body.contains("(UK time)"), "{}", texts[0].body);
+
+    // The owner, from the registered mobile, is not blocked.
+    let options = app.verify(VICTIM, "3456").await;
+    assert!(options.contains("You are verified"), "{options}");
+}

@@ -7,7 +7,7 @@ use crate::helpers::*;
 
 const EMAIL: &str = "jane.smith@nhs.net";
 const MOBILE: &str = "07811 123456";
-const NOT_VERIFIED: &str = "Sorry, we could not verify your identity, so we cannot unlock this account by text. If you don't know your security answers, or there is no mobile number on your account, please contact your Local Administrator.";
+const NOT_VERIFIED: &str = "Sorry, we could not verify your identity, so we cannot unlock this account by text. After several failed tries, self-service pauses for 24 hours. If you don't know your security answers, or there is no mobile number on your account, please contact your Local Administrator.";
 const SQL: &str = "'; DROP TABLE accounts; --";
 
 fn signature_for(params: &[(String, String)]) -> String {

@@ -13,7 +13,7 @@ const EMAIL: &str = "jane.smith@nhs.net";
 const MOBILE: &str = "07811 123456"; // +447811123456, ends 3456
 
 /// The one reply for anyone who cannot be verified, word for word.
-const NOT_VERIFIED: &str = "Sorry, we could not verify your identity, so we cannot unlock this account by text. If you don't know your security answers, or there is no mobile number on your account, please contact your Local Administrator.";
+const NOT_VERIFIED: &str = "Sorry, we could not verify your identity, so we cannot unlock this account by text. After several failed tries, self-service pauses for 24 hours. If you don't know your security answers, or there is no mobile number on your account, please contact your Local Administrator.";
 
 fn row(email: &str, mobile: &str) -> AccountRow {
     AccountRow::locked(email, mobile)
@@ -52,14 +52,18 @@ async fn fail_with_wrong_answers(app: &mut TestApp, from: &str, email: &str) {
 
 /// Whether a full, correct verification reaches the options.
 async fn verifies(app: &mut TestApp, email: &str) -> Result<String, String> {
-    app.text("UNLOCK").await;
-    app.text(email).await;
-    let q1 = app.text("3456").await;
+    verifies_from(app, USER_PHONE, email).await
+}
+
+async fn verifies_from(app: &mut TestApp, from: &str, email: &str) -> Result<String, String> {
+    app.text_from(from, "UNLOCK").await;
+    app.text_from(from, email).await;
+    let q1 = app.text_from(from, "3456").await;
     if !q1.starts_with("Security question 1") {
         return Err(q1);
     }
-    let q2 = app.text(answer_for(&q1)).await;
-    let options = app.text(answer_for(&q2)).await;
+    let q2 = app.text_from(from, answer_for(&q1)).await;
+    let options = app.text_from(from, answer_for(&q2)).await;
     if options.contains("You are verified") {
         Ok(options)
     } else {
@@ -184,6 +188,9 @@ async fn three_questions_asked_when_configured_and_too_few_enrolled_is_generic()
     assert_eq!(texts[0].to, "+447811123456");
 }
 
+/// A phone that is not the account's registered mobile.
+const COLLEAGUE: &str = "+447911223456";
+
 #[tokio::test]
 async fn three_failures_in_24_hours_block_the_account_for_24_hours() {
     let mut app = spawn_app().await;
@@ -196,16 +203,18 @@ async fn three_failures_in_24_hours_block_the_account_for_24_hours() {
     app.advance(Duration::hours(13));
     fail_with_wrong_digits(&mut app, USER_PHONE, "Jane.Smith@NHS.net").await;
 
-    // A fourth attempt with all the right data is refused, generically,
-    // whether it stops at the digits or not.
+    // A fourth attempt with all the right data, from a phone that is not
+    // the registered mobile (whose own conversations only its own failures
+    // block), is refused, generically, whether it stops at the digits or not.
     app.advance(Duration::minutes(5));
-    app.text("UNLOCK").await;
-    app.text(EMAIL).await;
-    let refused = app.text("3456").await;
+    app.text_from(COLLEAGUE, "UNLOCK").await;
+    app.text_from(COLLEAGUE, EMAIL).await;
+    let refused = app.text_from(COLLEAGUE, "3456").await;
     assert_eq!(refused, NOT_VERIFIED);
     assert!(refused.contains("Local Administrator"));
     assert_untouched(&app, EMAIL);
-    assert!(app.sent_texts().await.is_empty());
+    let texts = app.sent_texts().await;
+    assert_eq!(texts.len(), 1, "only the block notice: {texts:?}");
     assert!(
         app.audit()
             .iter()
@@ -215,16 +224,29 @@ async fn three_failures_in_24_hours_block_the_account_for_24_hours() {
 
     // Still blocked just before 24 hours after the third failure.
     app.advance(Duration::hours(23) + Duration::minutes(50));
-    assert!(verifies(&mut app, EMAIL).await.is_err(), "still blocked");
+    assert!(
+        verifies_from(&mut app, COLLEAGUE, EMAIL).await.is_err(),
+        "still blocked"
+    );
     assert_untouched(&app, EMAIL);
 
     // 24 hours after the block began, self-service works again.
     app.advance(Duration::minutes(10));
-    let options = verifies(&mut app, EMAIL).await.expect("unblocked");
+    let options = verifies_from(&mut app, COLLEAGUE, EMAIL)
+        .await
+        .expect("unblocked");
     assert!(options.contains("ending 3456"), "{options}");
-    assert!(app.text("1").await.contains("Your account is unlocked"));
+    assert!(
+        app.text_from(COLLEAGUE, "1")
+            .await
+            .contains("Your account is unlocked")
+    );
     assert_eq!(app.account(EMAIL)["locked"], false);
-    assert_eq!(app.sent_texts().await.len(), 1, "the security notice");
+    assert_eq!(
+        app.sent_texts().await.len(),
+        2,
+        "the block notice and the security notice"
+    );
 }
 
 #[tokio::test]

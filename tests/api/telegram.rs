@@ -535,11 +535,16 @@ async fn polling_commands_map_to_start_help_and_cancel() {
     commands(true).await;
 }
 
+/// A colleague's phone: not the account's registered mobile.
+const COLLEAGUE_PHONE: &str = "+447911223456";
+
 async fn cross_channel(polling: bool) {
     let (mut app, fake) = telegram_app(polling).await;
+    // From a phone that is not the account's registered mobile (whose own
+    // conversations others' failures never block).
     // A conversation started by SMS does not continue in the chat.
-    app.text("UNLOCK").await;
-    app.text(EMAIL).await;
+    app.text_from(COLLEAGUE_PHONE, "UNLOCK").await;
+    app.text_from(COLLEAGUE_PHONE, EMAIL).await;
     let mut chat = Chat::new(&app, &fake, CHAT, polling);
     let first = chat.say("3456").await;
     assert!(
@@ -548,21 +553,38 @@ async fn cross_channel(polling: bool) {
     );
 
     // Two failures by SMS and one in the chat block the account everywhere.
-    assert!(app.text("0000").await.contains("could not verify"));
-    app.text("UNLOCK").await;
-    app.text(EMAIL).await;
-    assert!(app.text("1111").await.contains("could not verify"));
+    assert!(
+        app.text_from(COLLEAGUE_PHONE, "0000")
+            .await
+            .contains("could not verify")
+    );
+    app.text_from(COLLEAGUE_PHONE, "UNLOCK").await;
+    app.text_from(COLLEAGUE_PHONE, EMAIL).await;
+    assert!(
+        app.text_from(COLLEAGUE_PHONE, "1111")
+            .await
+            .contains("could not verify")
+    );
     chat.say(EMAIL).await;
     assert!(chat.say("2222").await.contains("could not verify"));
     // Now even the right digits and answers fail, on both channels.
     chat.say("/start").await;
     chat.say(EMAIL).await;
     assert!(chat.say("3456").await.contains("could not verify"));
-    app.text("UNLOCK").await;
-    app.text(EMAIL).await;
-    assert!(app.text("3456").await.contains("could not verify"));
+    app.text_from(COLLEAGUE_PHONE, "UNLOCK").await;
+    app.text_from(COLLEAGUE_PHONE, EMAIL).await;
+    assert!(
+        app.text_from(COLLEAGUE_PHONE, "3456")
+            .await
+            .contains("could not verify")
+    );
     assert_eq!(app.account(EMAIL)["locked"], true);
-    assert!(app.sent_texts().await.is_empty(), "no security text sent");
+    let texts = app.sent_texts().await;
+    assert_eq!(texts.len(), 1, "only the block notice: {texts:?}");
+    assert!(
+        texts[0].body.contains("self-service is paused"),
+        "{texts:?}"
+    );
 }
 
 #[tokio::test]
