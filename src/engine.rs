@@ -44,6 +44,9 @@ pub struct Inbound {
     /// The user asked to start over (Telegram's `/start`): any conversation
     /// in progress ends and a new one begins.
     pub start_over: bool,
+    /// The language the channel knows the user prefers (Telegram's
+    /// `language_code`), for a conversation that starts with this message.
+    pub language: Option<String>,
 }
 
 /// An answer the step now waiting accepts, with its button label.
@@ -102,6 +105,8 @@ enum Begin {
     Live(ConversationState),
     /// After a conversation ended, a message that does not start another.
     AfterEnd,
+    /// The conversation in progress, switched to another language.
+    Switched(ConversationState),
 }
 
 pub struct Engine {
@@ -214,9 +219,35 @@ impl Engine {
         };
         let mut input_was_secret = false;
         let mut expired = false;
-        let wording = &self.dialog.wording;
         let text = inbound.text.trim();
-        let start_word = inbound.start_over || wording.is_start(text);
+        // The conversation's language: as stored; else the channel's hint;
+        // else the default. A start word or a language word in any
+        // language chooses that language.
+        let stored_language = stored.as_ref().and_then(|c| c.state.language.clone());
+        // ("cy-GB" is cy. An app set to English says little about the
+        // language a Welsh speaker wants: only other languages count.)
+        let hinted = inbound
+            .language
+            .as_deref()
+            .and_then(|tag| tag.split(['-', '_']).next())
+            .map(str::to_ascii_lowercase)
+            .filter(|code| code != "en" && self.dialog.has_language(code));
+        let started_in = self
+            .dialog
+            .wordings()
+            .find(|w| w.is_start(text))
+            .map(|w| w.code.clone());
+        let switched_to = self
+            .dialog
+            .wordings()
+            .find(|w| w.is_language(text))
+            .map(|w| w.code.clone());
+        let language = started_in
+            .clone()
+            .or(switched_to.clone())
+            .or(stored_language)
+            .or(hinted);
+        let start_word = inbound.start_over || started_in.is_some();
         let live = match stored {
             Some(c) if now - c.updated_at > self.config.idle_timeout => {
                 // (An ended conversation kept only to answer "thanks" is
@@ -226,6 +257,10 @@ impl Engine {
                     turn.audit("conversation", "expired");
                     expired = true;
                 }
+                Begin::Start
+            }
+            Some(c) if c.state.ended && switched_to.is_some() => {
+                let _ = c;
                 Begin::Start
             }
             Some(c) if c.state.ended => {
@@ -244,6 +279,11 @@ impl Engine {
                 turn.audit("conversation", "restarted");
                 Begin::Start
             }
+            Some(mut c) if switched_to.is_some() => {
+                c.state.language = language.clone();
+                turn.audit("conversation", "language");
+                Begin::Switched(c.state)
+            }
             Some(c) => Begin::Live(c.state),
             None => Begin::Start,
         };
@@ -251,8 +291,15 @@ impl Engine {
         let mut reported_failures = Vec::new();
         let next_state = match live {
             Begin::AfterEnd => {
+                turn.state.language = language.clone();
                 parts.push(self.say("conversation_ended", &mut turn).await?);
                 None
+            }
+            Begin::Switched(state) => {
+                // Said again in the new language; nothing else changes.
+                turn.state = state;
+                let step = turn.state.step.clone();
+                self.enter(&step, false, &mut turn, &mut parts).await?
             }
             Begin::Start => {
                 // A text that finally failed since the user's last
@@ -268,7 +315,10 @@ impl Engine {
                     parts.push(self.say("text_not_delivered", &mut turn).await?);
                 }
                 reported_failures = failed.into_iter().map(|(id, _)| id).collect();
-                turn.state = ConversationState::default();
+                turn.state = ConversationState {
+                    language: language.clone(),
+                    ..ConversationState::default()
+                };
                 turn.audit("conversation", "started");
                 // A conversation that timed out says so instead of greeting.
                 let opening = if expired { "expired" } else { "greeting" };
@@ -277,7 +327,7 @@ impl Engine {
                 // A first text that already answers the first question (an
                 // email address) is taken as its answer.
                 let answers_start = matches!(self.dialog.step(&start), Some(Step::Ask(a)) if parse_input(a, text).is_some());
-                if answers_start && !start_word {
+                if answers_start && !start_word && switched_to.is_none() {
                     turn.state.step = start;
                     self.advance(text, &mut turn, &mut parts, &mut input_was_secret)
                         .await?
@@ -303,7 +353,7 @@ impl Engine {
                     value: value.to_string(),
                     label: self
                         .dialog
-                        .wording
+                        .wording_for(turn.state.language.as_deref())
                         .text(&format!("option_{value}_button"))
                         .to_owned(),
                 })
@@ -313,7 +363,9 @@ impl Engine {
         // An ended conversation is kept, with nothing of it but that it
         // ended, until it would have timed out: a "thanks" after it gets a
         // short line rather than a new greeting.
-        let next_state = Some(next_state.unwrap_or_else(ConversationState::ended));
+        let next_state = Some(
+            next_state.unwrap_or_else(|| ConversationState::ended(turn.state.language.clone())),
+        );
         let reply = Reply {
             parts,
             choices,
@@ -382,13 +434,16 @@ impl Engine {
         input_was_secret: &mut bool,
     ) -> Result<Option<ConversationState>, TurnError> {
         let text = raw.trim();
-        let wording = &self.dialog.wording;
         let dialog = Arc::clone(&self.dialog);
+        let wording = dialog.wording_for(turn.state.language.as_deref());
         let Some(Step::Ask(step)) = dialog.step(&turn.state.step) else {
             // The stored step no longer exists (the dialog was edited) or is
             // final: start afresh rather than fail.
             tracing::warn!(step = %turn.state.step, "stored step is not an open step; starting again");
-            turn.state = ConversationState::default();
+            turn.state = ConversationState {
+                language: turn.state.language.clone(),
+                ..ConversationState::default()
+            };
             parts.push(self.say("greeting", turn).await?);
             return self.enter(&dialog.start, true, turn, parts).await;
         };
@@ -503,7 +558,10 @@ impl Engine {
 
     /// A message of the wording, rendered for this turn.
     async fn say(&self, id: &str, turn: &mut Turn) -> Result<String, TurnError> {
-        let template = self.dialog.wording.text(id);
+        let template = self
+            .dialog
+            .wording_for(turn.state.language.as_deref())
+            .text(id);
         let mut vars = Vars::new();
         vars.insert(
             "idle_minutes",

@@ -413,7 +413,7 @@ impl Settings {
                 .unwrap_or(12),
             allow_crown_dependencies: flag("ALLOW_CROWN_DEPENDENCY_MOBILES")?,
             support_contact: get("SUPPORT_CONTACT")
-                .unwrap_or_else(|| "your Local Administrator".to_owned()),
+                .unwrap_or_else(|| crate::unlock::DEFAULT_CONTACT.to_owned()),
             request_timeout: std::time::Duration::from_secs(
                 u64::try_from(number("REQUEST_TIMEOUT_SECS", 15, 1, 300)?).unwrap_or(15),
             ),

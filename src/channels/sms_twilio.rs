@@ -215,6 +215,7 @@ pub async fn webhook(
     }
     tracing::Span::current().record("message_sid", sid);
     let inbound = Inbound {
+        language: None,
         key,
         message_id: Some(sid.to_owned()),
         start_over: false,

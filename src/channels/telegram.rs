@@ -304,7 +304,8 @@ impl TelegramChannel {
                     .filter(|v| matches!(*v, "1" | "2"));
                 match value {
                     Some(value) if chat.is_private() => {
-                        self.converse(id, chat.id, value.to_owned(), false, None)
+                        let language = query.from.language_code.as_deref();
+                        self.converse(id, chat.id, value.to_owned(), false, None, language)
                             .await
                     }
                     _ => {
@@ -342,8 +343,19 @@ impl TelegramChannel {
             "/cancel" => (wording.cancel_words[0].clone(), false),
             _ => (text.to_owned(), false),
         };
-        self.converse(id, message.chat.id, text, start_over, Some(message))
-            .await
+        let language = message
+            .from
+            .as_ref()
+            .and_then(|u| u.language_code.as_deref());
+        self.converse(
+            id,
+            message.chat.id,
+            text,
+            start_over,
+            Some(message),
+            language,
+        )
+        .await
     }
 
     /// One turn of the conversation in a private chat.
@@ -354,6 +366,7 @@ impl TelegramChannel {
         text: String,
         start_over: bool,
         message: Option<&Message>,
+        language: Option<&str>,
     ) -> Result<(), TurnError> {
         let Ok(key) = ConversationKey::new(Channel::Telegram, chat.0.to_string()) else {
             return Ok(());
@@ -361,6 +374,8 @@ impl TelegramChannel {
         let reply = self
             .engine
             .handle(Inbound {
+                // Telegram says which language the user's app is set to.
+                language: language.map(str::to_owned),
                 key: key.clone(),
                 message_id: Some(id.to_string()),
                 text,

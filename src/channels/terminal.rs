@@ -38,6 +38,7 @@ pub async fn run(
         }
         n += 1;
         let inbound = Inbound {
+            language: None,
             key: key.clone(),
             message_id: None,
             start_over: false,

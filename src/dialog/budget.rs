@@ -327,7 +327,14 @@ pub fn longest_vars(wording: &Wording, settings: &BudgetSettings) -> Vars {
     }
     vars.insert("reset_after", time);
     vars.insert("password_expired_on", date);
-    vars.insert("contact", settings.contact.clone());
+    vars.insert(
+        "contact",
+        if settings.contact == super::spec::DEFAULT_CONTACT {
+            wording.text("default_contact").to_owned()
+        } else {
+            settings.contact.clone()
+        },
+    );
     vars.insert("idle_minutes", settings.idle_minutes.to_string());
     vars.insert("password", "X".repeat(settings.temp_password_length));
     vars

@@ -42,13 +42,19 @@ pub struct ConversationState {
     /// that a message after the end gets a short line, not a new greeting.
     #[serde(default)]
     pub ended: bool,
+    /// The conversation's language (a wording file's code); `None` is the
+    /// default language.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 impl ConversationState {
-    /// What is kept of a conversation that has ended.
-    pub fn ended() -> Self {
+    /// What is kept of a conversation that has ended: that it ended, and
+    /// its language.
+    pub fn ended(language: Option<String>) -> Self {
         Self {
             ended: true,
+            language,
             ..Self::default()
         }
     }

@@ -225,6 +225,10 @@ pub const PLACEHOLDERS: &[&str] = &[
     "password",
 ];
 
+/// `SUPPORT_CONTACT` when it is not set: each language then names the
+/// Local Administrator in its own words (its `default_contact` message).
+pub const DEFAULT_CONTACT: &str = "your Local Administrator";
+
 /// The only message allowed to contain the temporary password.
 pub const TEMP_PASSWORD_MESSAGE: &str = "sms_temp_password";
 
@@ -239,6 +243,7 @@ pub const SYSTEM_MESSAGES: &[&str] = &[
     "message_too_long",
     "text_not_delivered",
     "conversation_ended",
+    "default_contact",
     TEMP_PASSWORD_MESSAGE,
     "sms_notice_unlocked",
     "sms_notice_reset",
@@ -340,6 +345,8 @@ pub struct Wording {
     /// UCS-2, less than half as many characters a segment).
     pub alphabet: Encoding,
     pub start_words: Vec<String>,
+    /// Words that switch a conversation to this language at any step.
+    pub language_words: Vec<String>,
     pub cancel_words: Vec<String>,
     pub help_words: Vec<String>,
     pub dates: DateWords,
@@ -373,6 +380,9 @@ impl Wording {
     pub fn is_start(&self, input: &str) -> bool {
         is_word(&self.start_words, input)
     }
+    pub fn is_language(&self, input: &str) -> bool {
+        is_word(&self.language_words, input)
+    }
     pub fn is_cancel(&self, input: &str) -> bool {
         is_word(&self.cancel_words, input)
     }
@@ -394,16 +404,34 @@ fn is_word(words: &[String], input: &str) -> bool {
     })
 }
 
-/// A validated dialog: the flow plus one language's wording.
+/// A validated dialog: the flow plus the wording of the default language
+/// and of every other language beside it (the flow is the same in all).
 #[derive(Debug, Clone)]
 pub struct Dialog {
     pub start: String,
     pub max_invalid: u32,
     steps: BTreeMap<String, Step>,
+    /// The default language's wording (`DIALOG_LANGUAGE`).
     pub wording: Wording,
+    /// Every other language's, by code.
+    others: BTreeMap<String, Wording>,
 }
 
 impl Dialog {
+    /// The wording of a conversation's language (the default when it has
+    /// none, or one no longer shipped).
+    pub fn wording_for(&self, code: Option<&str>) -> &Wording {
+        code.and_then(|c| self.others.get(c))
+            .unwrap_or(&self.wording)
+    }
+    /// Every language's wording, the default first.
+    pub fn wordings(&self) -> impl Iterator<Item = &Wording> {
+        std::iter::once(&self.wording).chain(self.others.values())
+    }
+    /// Whether a language is shipped.
+    pub fn has_language(&self, code: &str) -> bool {
+        self.wordings().any(|w| w.code == code)
+    }
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.get(id)
     }
@@ -528,6 +556,7 @@ struct RawDates {
 #[serde(deny_unknown_fields)]
 struct RawCommands {
     start: Vec<String>,
+    language: Vec<String>,
     cancel: Vec<String>,
     help: Vec<String>,
 }
@@ -568,8 +597,21 @@ pub fn languages(dir: &Path) -> Result<Vec<String>, DialogError> {
     Ok(codes)
 }
 
-/// Load the flow and one language from `dir`, validating both.
+/// Load the flow and every language from `dir`, `language` the default,
+/// validating the flow against each.
 pub fn load(dir: &Path, language: &str) -> Result<Dialog, DialogError> {
+    let mut dialog = load_one(dir, language)?;
+    for code in languages(dir)? {
+        if code != language {
+            let other = load_one(dir, &code)?;
+            dialog.others.insert(code, other.wording);
+        }
+    }
+    Ok(dialog)
+}
+
+/// The flow with one language.
+fn load_one(dir: &Path, language: &str) -> Result<Dialog, DialogError> {
     let flow_path = dir.join(FLOW_FILE);
     let raw_flow: RawFlow = parse_toml(&flow_path, &read(&flow_path)?)?;
     let wording_path = dir.join(format!("{language}.toml"));
@@ -590,7 +632,7 @@ pub fn check_all(dir: &Path) -> Result<Vec<String>, DialogError> {
         });
     }
     for code in &codes {
-        load(dir, code)?;
+        load_one(dir, code)?;
     }
     Ok(codes)
 }
@@ -690,11 +732,12 @@ fn validate_wording(path: &Path, raw: RawWording, language: &str) -> Result<Word
         }
     }
     if raw.commands.start.is_empty()
+        || raw.commands.language.is_empty()
         || raw.commands.cancel.is_empty()
         || raw.commands.help.is_empty()
     {
         return Err(fault(
-            "commands.start, commands.cancel and commands.help each need at least one word".into(),
+            "commands.start, commands.language, commands.cancel and commands.help each need at least one word".into(),
         ));
     }
     let mut ids: Vec<&String> = raw.messages.keys().collect();
@@ -732,6 +775,7 @@ fn validate_wording(path: &Path, raw: RawWording, language: &str) -> Result<Word
         code: raw.language.code,
         alphabet,
         start_words: raw.commands.start,
+        language_words: raw.commands.language,
         cancel_words: raw.commands.cancel,
         help_words: raw.commands.help,
         dates: DateWords {
@@ -990,6 +1034,7 @@ fn validate_flow(
         max_invalid: raw.dialog.max_invalid,
         steps,
         wording,
+        others: BTreeMap::new(),
     })
 }
 

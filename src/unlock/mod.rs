@@ -56,7 +56,7 @@ impl Default for UnlockPolicy {
             sender_window: Duration::hours(24),
             same_sign_on_wait: Duration::hours(24),
             password_lifetime: crate::directory::password_lifetime(),
-            contact: "your Local Administrator".into(),
+            contact: DEFAULT_CONTACT.into(),
         }
     }
 }
@@ -96,6 +96,8 @@ impl UnlockPolicy {
         (expires <= now).then_some(expires)
     }
 }
+
+pub use crate::dialog::spec::DEFAULT_CONTACT;
 
 /// How many temporary passwords are offered to a directory that refuses
 /// them under its password policy before the reset is given up.
@@ -429,7 +431,9 @@ impl Unlock {
         let mut vars = Vars::new();
         vars.insert("password", password.expose_secret().to_owned());
         let body = SecretString::from(render(
-            self.dialog.wording.text(TEMP_PASSWORD_MESSAGE),
+            self.dialog
+                .wording_for(turn.state.language.as_deref())
+                .text(TEMP_PASSWORD_MESSAGE),
             &vars,
         ));
         drop(vars);
@@ -518,18 +522,33 @@ impl Unlock {
             _ => "sms_notice_unlocked",
         };
         let mut vars = Vars::new();
-        vars.insert("contact", self.policy.contact.clone());
+        vars.insert("contact", self.contact(turn));
         let sms = OutboundSms {
             to: mobile.clone(),
-            body: SecretString::from(render(self.dialog.wording.text(message), &vars)),
+            body: SecretString::from(render(
+                self.dialog
+                    .wording_for(turn.state.language.as_deref())
+                    .text(message),
+                &vars,
+            )),
             kind,
-            personalisation: vec![(
-                "contact".to_owned(),
-                SecretString::from(self.policy.contact.clone()),
-            )],
+            personalisation: vec![("contact".to_owned(), SecretString::from(self.contact(turn)))],
             reference: String::new(),
         };
         self.queue(sms, email, turn)
+    }
+
+    /// Who to contact, in the conversation's language: `SUPPORT_CONTACT`,
+    /// or when it is not set, the language's `default_contact`.
+    fn contact(&self, turn: &Turn) -> String {
+        if self.policy.contact == DEFAULT_CONTACT {
+            self.dialog
+                .wording_for(turn.state.language.as_deref())
+                .text("default_contact")
+                .to_owned()
+        } else {
+            self.policy.contact.clone()
+        }
     }
 
     /// Facts about the named account, for the notes of a step.
@@ -565,7 +584,7 @@ impl Unlock {
 
     /// Placeholder values that depend on the conversation.
     pub async fn vars(&self, turn: &mut Turn, vars: &mut Vars) -> Result<(), TurnError> {
-        vars.insert("contact", self.policy.contact.clone());
+        vars.insert("contact", self.contact(turn));
         // Nothing about the account is shown before the digits have matched.
         if turn.state.questions.is_empty() {
             return Ok(());
@@ -585,10 +604,20 @@ impl Unlock {
             vars.insert("question_count", count.to_string());
         }
         if let Some(after) = self.policy.reset_waits_until(&account, turn.now) {
-            vars.insert("reset_after", self.dialog.wording.time(after));
+            vars.insert(
+                "reset_after",
+                self.dialog
+                    .wording_for(turn.state.language.as_deref())
+                    .time(after),
+            );
         }
         if let Some(on) = self.policy.password_expired_on(&account, turn.now) {
-            vars.insert("password_expired_on", self.dialog.wording.date(on));
+            vars.insert(
+                "password_expired_on",
+                self.dialog
+                    .wording_for(turn.state.language.as_deref())
+                    .date(on),
+            );
         }
         Ok(())
     }

@@ -19,3 +19,4 @@ mod policy;
 mod start_and_end;
 mod telegram;
 mod webhook;
+mod welsh;

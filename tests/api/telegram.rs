@@ -721,3 +721,63 @@ async fn webhook_a_user_who_blocked_the_bot_ends_the_conversation_quietly() {
 async fn polling_a_user_who_blocked_the_bot_ends_the_conversation_quietly() {
     blocked_bot(true).await;
 }
+
+#[tokio::test]
+async fn webhook_a_welsh_app_gets_the_conversation_in_welsh() {
+    let (app, fake) = telegram_app(false).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, false);
+    let say_cy = |chat: &mut Chat<'_>, text: &str| {
+        let mut update = chat.text(text);
+        update["message"]["from"]["language_code"] = serde_json::json!("cy");
+        update
+    };
+    let update = say_cy(&mut chat, "/start");
+    let greeting = chat.send_update(update).await;
+    assert!(greeting.contains("Datgloi cyfrif NHSmail"), "{greeting}");
+    assert!(chat.say(EMAIL).await.contains("4 digid olaf"));
+    let q1 = chat.say("3456").await;
+    assert!(q1.starts_with("Cwestiwn diogelwch 1"), "{q1}");
+    let q2 = chat.say(answer_for(&q1)).await;
+    let options = chat.say(answer_for(&q2)).await;
+    assert!(options.contains("Rydych wedi'ch dilysu"), "{options}");
+    // The buttons are in Welsh.
+    let markup = fake
+        .calls_to("sendMessage")
+        .last()
+        .map(|c| c.body.to_string())
+        .unwrap_or_default();
+    assert!(markup.contains("cadw fy nghyfrinair"), "{markup}");
+    let done = chat.press("option:1").await;
+    assert!(done.contains("wedi'i ddatgloi"), "{done}");
+    assert_eq!(app.account(EMAIL)["locked"], false);
+    let texts = app.sent_texts().await;
+    assert!(
+        texts[0].body.contains("cafodd eich cyfrif ei ddatgloi"),
+        "{}",
+        texts[0].body
+    );
+
+    // Locked again: a reset, still in Welsh (the language is kept).
+    app.cli(&["accounts", "lock", EMAIL], None);
+    let greeting = chat.say("/start").await;
+    assert!(greeting.contains("Datgloi cyfrif NHSmail"), "{greeting}");
+    chat.say(EMAIL).await;
+    let q1 = chat.say("3456").await;
+    let q2 = chat.say(answer_for(&q1)).await;
+    chat.say(answer_for(&q2)).await;
+    let done = chat.press("option:2").await;
+    assert!(done.contains("cyfrinair dros dro ar ei ffordd"), "{done}");
+    let texts = app.sent_texts().await;
+    let password_text = texts
+        .iter()
+        .find(|t| t.body.starts_with("Eich cyfrinair dros dro NHSmail yw "))
+        .unwrap_or_else(|| panic!("{texts:?}"));
+    let password = password_text
+        .body
+        .split_whitespace()
+        .skip_while(|w| *w != "yw")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert!(app.password_is(EMAIL, &password));
+}
