@@ -9,7 +9,7 @@ use std::io::Read;
 
 use chrono::{DateTime, Utc};
 
-use crate::directory::{AccountDirectory, AccountId, NewAccount};
+use crate::directory::{AccountDirectory, AccountId, Directory, NewAccount};
 use crate::domain::{Answer, Email, PhoneError, RegisteredMobile, parse_registered_mobile};
 use crate::enrolment::{Enrolments, NewQuestion};
 use crate::hashing::Hasher;
@@ -48,7 +48,7 @@ pub struct ImportReport {
 /// are hashed before anything is stored).
 struct Row<'a> {
     fields: &'a csv::StringRecord,
-    index: &'a [usize; 12],
+    index: &'a [usize],
 }
 
 impl Row<'_> {
@@ -98,19 +98,7 @@ fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<ParsedRow,
                 .with_timezone(&Utc),
         ),
     };
-    let mut answers = Vec::new();
-    for n in 0..3 {
-        let (question, answer) = (row.get(6 + 2 * n), Answer::new(row.get(7 + 2 * n)));
-        // An answer is empty if nothing is left once normalised (" . ").
-        match (question.is_empty(), answer.is_empty()) {
-            (true, true) => {}
-            (true, false) => return Err(format!("answer{} has no question{}", n + 1, n + 1)),
-            (false, true) => {
-                return Err(format!("question{} has no answer{}", n + 1, n + 1));
-            }
-            (false, false) => answers.push((question.to_owned(), answer)),
-        }
-    }
+    let answers = parse_answers(row, 6)?;
     let account = NewAccount {
         email,
         mobile,
@@ -121,6 +109,28 @@ fn parse_row(row: &Row<'_>, allow_crown_dependencies: bool) -> Result<ParsedRow,
         questions: Vec::new(),
     };
     Ok(ParsedRow { account, answers })
+}
+
+/// The three question/answer column pairs starting at `first`, answers
+/// normalised (hashed later, on the hashing workers).
+fn parse_answers(row: &Row<'_>, first: usize) -> Result<Vec<(String, Answer)>, String> {
+    let mut answers = Vec::new();
+    for n in 0..3 {
+        let (question, answer) = (
+            row.get(first + 2 * n),
+            Answer::new(row.get(first + 1 + 2 * n)),
+        );
+        // An answer is empty if nothing is left once normalised (" . ").
+        match (question.is_empty(), answer.is_empty()) {
+            (true, true) => {}
+            (true, false) => return Err(format!("answer{} has no question{}", n + 1, n + 1)),
+            (false, true) => {
+                return Err(format!("question{} has no answer{}", n + 1, n + 1));
+            }
+            (false, false) => answers.push((question.to_owned(), answer)),
+        }
+    }
+    Ok(answers)
 }
 
 /// Hash a row's answers on the hashing workers, all at once.
@@ -349,6 +359,89 @@ pub async fn import_csv(
             }
             Err(reason) => report.rejected.push(Rejected { line, reason }),
         }
+    }
+    Ok(report)
+}
+
+/// The columns of `unlockbot enrolment import`.
+pub const ENROLMENT_COLUMNS: [&str; 7] = [
+    "email",
+    "question1",
+    "answer1",
+    "question2",
+    "answer2",
+    "question3",
+    "answer3",
+];
+
+/// Enrol security questions for accounts the configured directory knows
+/// (any directory: the questions are kept in the bot's database, under the
+/// directory's stable id for the account). A row whose email the directory
+/// does not know is rejected with its line number.
+pub async fn import_enrolments_csv(
+    directory: &dyn Directory,
+    enrolments: &dyn Enrolments,
+    hasher: &Hasher,
+    input: impl Read,
+    now: DateTime<Utc>,
+) -> anyhow::Result<ImportReport> {
+    let (index, rows) = read_csv(input, &ENROLMENT_COLUMNS)?;
+    let mut report = ImportReport::default();
+    for CsvRow { line, fields } in rows {
+        let record = match fields {
+            Ok(record) => record,
+            Err(reason) => {
+                report.rejected.push(Rejected { line, reason });
+                continue;
+            }
+        };
+        let row = Row {
+            fields: &record,
+            index: &index,
+        };
+        let email = match Email::parse(row.get(0)) {
+            Ok(email) => email,
+            Err(e) => {
+                report.rejected.push(Rejected {
+                    line,
+                    reason: format!("invalid email '{}': {e}", row.get(0)),
+                });
+                continue;
+            }
+        };
+        let answers = match parse_answers(&row, 1) {
+            Ok(answers) if answers.is_empty() => Err("no question and answer".to_owned()),
+            other => other,
+        };
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(reason) => {
+                report.rejected.push(Rejected { line, reason });
+                continue;
+            }
+        };
+        let Some(account) = directory.find(&email).await? else {
+            report.rejected.push(Rejected {
+                line,
+                reason: format!("{email} is not an account in the directory"),
+            });
+            continue;
+        };
+        let mut questions = Vec::with_capacity(answers.len());
+        for (n, (question, answer)) in answers.into_iter().enumerate() {
+            let answer_hash = hasher
+                .hash_answer(answer)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot hash answer{}: {e}", n + 1))?;
+            questions.push(NewQuestion {
+                question,
+                answer_hash,
+            });
+        }
+        enrolments
+            .enrol(&account.account.id, &email, &questions, now)
+            .await?;
+        report.imported += 1;
     }
     Ok(report)
 }

@@ -10,12 +10,13 @@ use crate::channels::telegram::{self, TelegramChannel};
 use crate::clock::{Clock, SystemClock};
 use crate::dialog;
 use crate::directory::builtin::BuiltinDirectory;
+use crate::directory::ldap::LdapDirectory;
 use crate::directory::{AccountDirectory, Directory};
 use crate::engine::{Engine, EngineConfig};
 use crate::enrolment::{Enrolments, SqlEnrolments};
 use crate::hashing::Hasher;
 use crate::http::{AppState, router};
-use crate::settings::{Settings, SmsProvider, TelegramMode};
+use crate::settings::{DirectoryChoice, Settings, SmsProvider, TelegramMode};
 use crate::sms::SmsSender;
 use crate::sms::console::ConsoleSender;
 use crate::sms::notify::NotifySender;
@@ -71,9 +72,17 @@ impl Database {
         })
     }
 
-    /// The directory the settings choose (`DIRECTORY`).
-    pub async fn directory(&self, _settings: &Settings) -> anyhow::Result<Arc<dyn Directory>> {
-        Ok(self.builtin.clone())
+    /// The directory the settings choose (`DIRECTORY`). An LDAP directory
+    /// that cannot be reached and bound over TLS stops start-up.
+    pub async fn directory(&self, settings: &Settings) -> anyhow::Result<Arc<dyn Directory>> {
+        Ok(match &settings.directory {
+            DirectoryChoice::Builtin => self.builtin.clone(),
+            DirectoryChoice::Ldap(config) => Arc::new(
+                LdapDirectory::connect((**config).clone())
+                    .await
+                    .context("cannot use the LDAP directory (DIRECTORY=ldap)")?,
+            ),
+        })
     }
 }
 
@@ -287,6 +296,7 @@ impl Application {
         let state = AppState {
             engine: services.engine.clone(),
             store: services.store.clone(),
+            directory: services.directory.clone(),
             twilio_auth_token: settings.twilio_auth_token.clone(),
             twilio_account_sid: settings.twilio_account_sid.clone(),
             accept_unsigned_sms: matches!(settings.sms, SmsProvider::Log),

@@ -15,8 +15,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::demo;
 use crate::dialog;
 use crate::directory::AccountDirectory;
+use crate::directory::Directory;
+use crate::directory::ldap::LdapDirectory;
 use crate::domain::Email;
-use crate::settings::Settings;
+use crate::settings::{DirectoryChoice, Settings};
 use crate::sms::console::ConsoleSender;
 use crate::sms::outbox::OutboxKey;
 use crate::telemetry;
@@ -45,6 +47,12 @@ pub enum Command {
     /// Manage accounts in the built-in directory.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Enrol security questions for accounts of the configured directory.
+    #[command(subcommand)]
+    Enrolment(EnrolmentCommand),
+    /// Check the configured directory before going live.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
     /// Print the audit trail.
     Audit {
         /// One JSON array.
@@ -76,6 +84,23 @@ pub enum AccountsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum EnrolmentCommand {
+    /// Import questions from CSV (`email,question1,answer1,…,answer3`);
+    /// re-import replaces an account's questions.
+    Import { file: std::path::PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum DirectoryCommand {
+    /// Bind, find one account, print what was read and whether the service
+    /// account may write what unlock and reset need.
+    Check {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum DialogCommand {
     /// Validate the flow and every language file in DIALOGS_DIR: structure,
     /// every message of en.toml in every language with the same
@@ -86,6 +111,33 @@ pub enum DialogCommand {
         #[arg(long)]
         sizes: bool,
     },
+}
+
+/// A CSV file to import.
+fn open_input(file: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))
+}
+
+/// What an import did; failure when any row was rejected.
+fn print_report(report: &accounts::ImportReport) -> ExitCode {
+    for (line, email) in &report.disabled {
+        println!(
+            "line {line}: {email} imported but DISABLED: registered mobile is not a UK mobile number"
+        );
+    }
+    for r in &report.rejected {
+        eprintln!("line {}: rejected: {}", r.line, r.reason);
+    }
+    println!(
+        "{} imported, {} rejected",
+        report.imported,
+        report.rejected.len()
+    );
+    if report.rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn parse_email(raw: &str) -> anyhow::Result<Email> {
@@ -168,6 +220,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => demo::run(settings).await?,
         Command::Accounts(command) => return accounts_command(&settings, command, &clock).await,
+        Command::Enrolment(EnrolmentCommand::Import { file }) => {
+            let database = open_database(&settings).await?;
+            let directory = database.directory(&settings).await?;
+            let input = open_input(&file)?;
+            let report = accounts::import_enrolments_csv(
+                directory.as_ref(),
+                database.enrolments.as_ref(),
+                &database.hasher,
+                input,
+                clock.now(),
+            )
+            .await?;
+            return Ok(print_report(&report));
+        }
+        Command::Directory(DirectoryCommand::Check { email }) => {
+            let email = parse_email(&email)?;
+            let DirectoryChoice::Ldap(config) = &settings.directory else {
+                println!(
+                    "DIRECTORY=builtin: accounts are in the bot's own database ({})",
+                    settings.database_url
+                );
+                let database = open_database(&settings).await?;
+                let found = database.builtin.find(&email).await?;
+                println!(
+                    "{email}: {}",
+                    if found.is_some() {
+                        "found"
+                    } else {
+                        "no such account"
+                    }
+                );
+                return Ok(if found.is_some() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            };
+            let directory = LdapDirectory::connect((**config).clone()).await?;
+            let lines = directory.check(&email).await?;
+            for line in &lines {
+                println!("{line}");
+            }
+            let ok = !lines
+                .iter()
+                .any(|l| l.starts_with("no account") || l.contains(": NO "));
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Command::Audit { json } => {
             let events = open_database(&settings).await?.store.audit_events().await?;
             if json {
@@ -207,8 +310,7 @@ async fn accounts_command(
     let directory: &dyn AccountDirectory = database.builtin.as_ref();
     match command {
         AccountsCommand::Import { file } => {
-            let input = std::fs::File::open(&file)
-                .with_context(|| format!("cannot open {}", file.display()))?;
+            let input = open_input(&file)?;
             let report = accounts::import_csv(
                 directory,
                 database.enrolments.as_ref(),
@@ -218,24 +320,7 @@ async fn accounts_command(
                 clock.now(),
             )
             .await?;
-            for (line, email) in &report.disabled {
-                println!(
-                    "line {line}: {email} imported but DISABLED: registered mobile is not a UK mobile number"
-                );
-            }
-            for r in &report.rejected {
-                eprintln!("line {}: rejected: {}", r.line, r.reason);
-            }
-            println!(
-                "{} imported, {} rejected",
-                report.imported,
-                report.rejected.len()
-            );
-            Ok(if report.rejected.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(print_report(&report))
         }
         AccountsCommand::Show { email, json } => {
             let email = parse_email(&email)?;

@@ -289,7 +289,12 @@ impl Engine {
         };
 
         let mut reported_failures = Vec::new();
-        let next_state = match live {
+        let before = match &live {
+            Begin::Live(state) => Some(state.clone()),
+            _ => None,
+        };
+        let ran = async {
+            Ok::<_, TurnError>(match live {
             Begin::AfterEnd => {
                 turn.state.language = language.clone();
                 parts.push(self.say("conversation_ended", &mut turn).await?);
@@ -343,6 +348,27 @@ impl Engine {
                 self.advance(&inbound.text, &mut turn, &mut parts, &mut input_was_secret)
                     .await?
             }
+        })
+        }
+        .await;
+        let next_state = match ran {
+            Ok(next) => next,
+            // The directory could not be read: nothing of this turn is kept
+            // (the conversation stays where it was, no failure is counted,
+            // nothing is queued) but a line in the audit, and the user is
+            // told plainly, in a normal reply, to send it again.
+            Err(TurnError::Directory(e)) => {
+                tracing::warn!(error = %e, "directory unavailable; turn not applied");
+                turn.audit.clear();
+                turn.failures.clear();
+                turn.outbox.clear();
+                turn.audit("directory", "unavailable");
+                parts.clear();
+                parts.push(self.dialog.wording.text("directory_unavailable").to_owned());
+                input_was_secret = false;
+                before
+            }
+            Err(e) => return Err(e),
         };
 
         let choices = match next_state.as_ref().and_then(|s| self.dialog.step(&s.step)) {

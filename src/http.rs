@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::channels::sms_twilio;
 use crate::channels::telegram::{self, TelegramChannel};
+use crate::directory::Directory;
 use crate::engine::Engine;
 use crate::store::Store;
 
@@ -27,6 +28,8 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
+    /// The configured directory, for `/readyz`.
+    pub directory: Arc<dyn Directory>,
     pub twilio_auth_token: Option<SecretString>,
     /// Inbound webhooks must name this account (`AccountSid`), when set.
     pub twilio_account_sid: Option<String>,
@@ -69,11 +72,13 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "database not reachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
-        }
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "database not reachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
     }
+    if let Err(e) = state.directory.ping().await {
+        tracing::warn!(error = %e, "directory not reachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "directory unreachable");
+    }
+    (StatusCode::OK, "ready")
 }

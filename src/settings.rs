@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use chrono::Duration;
 use secrecy::SecretString;
 
+use crate::directory::ldap::{Flavour, LdapConfig};
 use crate::sms::notify::{DEFAULT_API_BASE as NOTIFY_DEFAULT_API_BASE, NotifySettings};
 use crate::sms::outbox::{OutboxKey, RetryPolicy};
 
@@ -106,6 +107,15 @@ pub struct Settings {
     pub outbox: RetryPolicy,
     /// The argon2id worker pool (`HASH_WORKERS`, `HASH_QUEUE_LIMIT`).
     pub hashing: crate::hashing::HashSettings,
+    /// Where accounts live (`DIRECTORY`).
+    pub directory: DirectoryChoice,
+}
+
+/// `DIRECTORY`: the bot's own table, or an LDAP directory.
+#[derive(Debug, Clone)]
+pub enum DirectoryChoice {
+    Builtin,
+    Ldap(Box<LdapConfig>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +277,72 @@ impl Settings {
             ));
         }
 
+        let allow_crown_dependencies = flag("ALLOW_CROWN_DEPENDENCY_MOBILES")?;
+        let directory = match get("DIRECTORY").as_deref() {
+            None | Some("builtin") => DirectoryChoice::Builtin,
+            Some("ldap") => {
+                let need = |name: &'static str| {
+                    get(name).ok_or_else(|| bad(name, "required when DIRECTORY=ldap"))
+                };
+                let url = need("LDAP_URL")?;
+                if !(url.starts_with("ldaps://") || url.starts_with("ldap://")) {
+                    return Err(bad(
+                        "LDAP_URL",
+                        "must be ldaps://HOST[:PORT] or ldap://HOST[:PORT] (which always uses StartTLS): simple binds never go in clear",
+                    ));
+                }
+                let flavour = need("LDAP_FLAVOUR")?;
+                let flavour = Flavour::parse(&flavour).ok_or_else(|| {
+                    bad(
+                        "LDAP_FLAVOUR",
+                        format!("'{flavour}' is not one of: active_directory, openldap"),
+                    )
+                })?;
+                let user_filter = get("LDAP_USER_FILTER")
+                    .unwrap_or_else(|| flavour.default_user_filter().to_owned());
+                if !user_filter.contains("{email}") {
+                    return Err(bad(
+                        "LDAP_USER_FILTER",
+                        "must contain {email}, where the address goes",
+                    ));
+                }
+                DirectoryChoice::Ldap(Box::new(LdapConfig {
+                    url,
+                    flavour,
+                    bind_dn: need("LDAP_BIND_DN")?,
+                    bind_password: SecretString::from(need("LDAP_BIND_PASSWORD")?),
+                    base_dn: need("LDAP_BASE_DN")?,
+                    ca_file: PathBuf::from(need("LDAP_CA_FILE")?),
+                    user_filter,
+                    mobile_attribute: get("LDAP_MOBILE_ATTRIBUTE")
+                        .unwrap_or_else(|| "mobile".to_owned()),
+                    organisation_attribute: get("LDAP_ORGANISATION_ATTRIBUTE")
+                        .unwrap_or_else(|| "company".to_owned()),
+                    synced_at_attribute: get("LDAP_SYNCED_AT_ATTRIBUTE")
+                        .unwrap_or_else(|| flavour.default_synced_at_attribute().to_owned()),
+                    same_sign_on_organisations: get("SAME_SIGN_ON_ORGANISATIONS")
+                        .map(|list| {
+                            list.split(',')
+                                .map(|o| o.trim().to_owned())
+                                .filter(|o| !o.is_empty())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    timeout: std::time::Duration::from_secs(
+                        number("LDAP_TIMEOUT_SECS", 5, 1, 60)? as u64
+                    ),
+                    pool_size: number("LDAP_POOL_SIZE", 8, 1, 64)? as usize,
+                    allow_crown_dependencies,
+                }))
+            }
+            Some(other) => {
+                return Err(bad(
+                    "DIRECTORY",
+                    format!("'{other}' is not one of: builtin, ldap"),
+                ));
+            }
+        };
+
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -411,7 +487,8 @@ impl Settings {
             questions_to_ask: usize::try_from(number("QUESTIONS_TO_ASK", 2, 1, 3)?).unwrap_or(2),
             temp_password_length: usize::try_from(number("TEMP_PASSWORD_LENGTH", 12, 10, 64)?)
                 .unwrap_or(12),
-            allow_crown_dependencies: flag("ALLOW_CROWN_DEPENDENCY_MOBILES")?,
+            allow_crown_dependencies,
+            directory,
             support_contact: get("SUPPORT_CONTACT")
                 .unwrap_or_else(|| crate::unlock::DEFAULT_CONTACT.to_owned()),
             request_timeout: std::time::Duration::from_secs(

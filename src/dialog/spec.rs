@@ -240,6 +240,7 @@ pub const SYSTEM_MESSAGES: &[&str] = &[
     "too_many_invalid",
     "service_unavailable",
     "service_busy",
+    "directory_unavailable",
     "message_too_long",
     "text_not_delivered",
     "conversation_ended",

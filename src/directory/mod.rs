@@ -5,6 +5,7 @@
 //! Security questions are not in the directory: see [`crate::enrolment`].
 
 pub mod builtin;
+pub mod ldap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -547,6 +547,21 @@ impl DirectoryServer {
     /// Disables `user` as an administrator would: AD `userAccountControl`
     /// bit 0x2; OpenLDAP the permanent lock `pwdAccountLockedTime:
     /// 000001010000Z`.
+    /// Change the account's email address (the entry and its stable id stay).
+    pub async fn set_mail(&self, user: &TestUser, email: &str) {
+        let mut mods = vec![Mod::Replace(
+            b"mail".to_vec(),
+            HashSet::from([email.as_bytes().to_vec()]),
+        )];
+        if self.flavour == Flavour::ActiveDirectory {
+            mods.push(Mod::Replace(
+                b"userPrincipalName".to_vec(),
+                HashSet::from([email.as_bytes().to_vec()]),
+            ));
+        }
+        self.modify_as_admin(&user.dn, mods).await;
+    }
+
     pub async fn disable(&self, user: &TestUser) {
         let mods = match self.flavour {
             Flavour::ActiveDirectory => vec![Mod::Replace(

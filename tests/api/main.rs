@@ -13,6 +13,7 @@ mod chat;
 mod cli;
 mod conversation;
 mod database;
+mod directory;
 mod instances;
 mod load;
 mod policy;
