@@ -357,22 +357,18 @@ impl Unlock {
         {
             return Ok(());
         }
-        let until = self.dialog.wording.time(turn.now + self.policy.block_for);
+        let wording = self.dialog.wording_for(turn.state.language.as_deref());
+        let until = wording.time(turn.now + self.policy.block_for);
+        let contact = self.contact(turn);
         let mut vars = Vars::new();
-        vars.insert("contact", self.policy.contact.clone());
+        vars.insert("contact", contact.clone());
         vars.insert("until", until.clone());
         let sms = OutboundSms {
             to: mobile.clone(),
-            body: SecretString::from(render(
-                self.dialog.wording.text("sms_notice_blocked"),
-                &vars,
-            )),
+            body: SecretString::from(render(wording.text("sms_notice_blocked"), &vars)),
             kind: SmsKind::NoticeBlocked,
             personalisation: vec![
-                (
-                    "contact".to_owned(),
-                    SecretString::from(self.policy.contact.clone()),
-                ),
+                ("contact".to_owned(), SecretString::from(contact)),
                 ("until".to_owned(), SecretString::from(until)),
             ],
             reference: String::new(),
