@@ -469,3 +469,38 @@ async fn a_server_without_starttls_stops_start_up_and_never_sees_the_password() 
         "the bind password crossed the wire in clear"
     );
 }
+
+/// The same "2" delivered several times at once (Twilio retries, a
+/// replayed request) resets the directory account once: one password text,
+/// and the texted password is the account's.
+#[tokio::test(flavor = "multi_thread")]
+async fn ad_repeated_delivery_resets_once() {
+    let Some(server) = samba().await else { return };
+    let user = locked_user(server).await;
+    let mut app = bot_for(server, None, &[]).await;
+    enrol(&app, &user);
+    app.verify(&user.email, last4(&user)).await;
+    let sid = app.next_sid();
+    let params = app.inbound_params(crate::helpers::USER_PHONE, "2", &sid);
+    let replies = futures::future::join_all((0..5).map(|_| app.post_signed(&params))).await;
+    let mut bodies = Vec::new();
+    for response in replies {
+        assert_eq!(response.status(), 200);
+        bodies.push(twiml_text(&response.text().await.unwrap()));
+    }
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
+    let texts = app.sent_texts().await;
+    let passwords: Vec<_> = texts
+        .iter()
+        .filter(|t| t.body.contains("temporary password") && t.to == user.mobile)
+        .collect();
+    assert_eq!(passwords.len(), 1, "{texts:?}");
+    let password = temp_password_in(&passwords[0].body);
+    assert_temporary_password(server, &user, &password).await;
+    let resets = app
+        .audit()
+        .iter()
+        .filter(|e| e["outcome"] == "temp_password_queued")
+        .count();
+    assert_eq!(resets, 1);
+}
