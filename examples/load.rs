@@ -50,6 +50,8 @@ const BOT_NUMBER: &str = "+447400000001";
 const PUBLIC_BASE: &str = "https://unlock.example.nhs.uk";
 /// Registered mobiles are 07400 1xxxxx, so at most 100 000 accounts.
 const MAX_CONVERSATIONS: usize = 100_000;
+/// What the bot says when it is overloaded (`service_busy`).
+const BUSY: &str = "very busy";
 /// Every request (and every duplicate) gives up after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -83,6 +85,18 @@ struct Args {
     /// How long to wait, after the last turn, for the outbox to deliver.
     #[arg(long, default_value_t = 15)]
     drain_secs: u64,
+    /// Seconds each of the closed-loop phases (the bare floor, the turns
+    /// that do no hashing) runs.
+    #[arg(long, default_value_t = 5)]
+    phase_secs: u64,
+    /// Burst mode: bring every conversation to its first security question,
+    /// then send all the answers at the same moment (instead of the
+    /// whole-conversation phase).
+    #[arg(long)]
+    burst: bool,
+    /// HASH_WORKERS for the server (default: its own, the number of cores).
+    #[arg(long)]
+    hash_workers: Option<usize>,
 }
 
 #[tokio::main]
@@ -143,6 +157,14 @@ fn check_args(args: &Args) -> anyhow::Result<()> {
     }
     if args.drain_secs > 300 {
         bail!("--drain-secs must be 0..=300");
+    }
+    if !(1..=300).contains(&args.phase_secs) {
+        bail!("--phase-secs must be 1..=300");
+    }
+    if args.conversations < args.concurrency {
+        bail!(
+            "--conversations must be at least --concurrency (each simulated user has an account of its own)"
+        );
     }
     Ok(())
 }
@@ -406,16 +428,18 @@ enum Step {
     Answer,
     Unlock,
     Reset,
+    Exit,
 }
 
 impl Step {
-    const ALL: [Step; 6] = [
+    const ALL: [Step; 7] = [
         Step::Start,
         Step::Email,
         Step::Last4,
         Step::Answer,
         Step::Unlock,
         Step::Reset,
+        Step::Exit,
     ];
 
     fn label(self) -> &'static str {
@@ -426,6 +450,7 @@ impl Step {
             Step::Answer => "security answer (argon2id verify)",
             Step::Unlock => "`1` unlock (+ notice queued)",
             Step::Reset => "`2` reset (argon2id hash, 2 texts queued)",
+            Step::Exit => "`EXIT`",
         }
     }
 }
@@ -440,6 +465,8 @@ struct Stats {
     non_200: u64,
     transport_errors: u64,
     unexpected_replies: u64,
+    /// "Busy, send the same reply again" answers (overload).
+    busy: u64,
     duplicate_groups: u64,
     duplicate_mismatches: u64,
     unlocked: u64,
@@ -592,12 +619,26 @@ async fn turn(ctx: &Arc<Ctx>, from: &str, text: &str, step: Step) -> Option<Stri
     if first.status != Some(200) {
         return None;
     }
-    stats.turns.entry(step).or_default().push(elapsed);
     let reply = twiml_text(&first.body);
-    if reply.is_none() {
-        stats.unexpected_replies += 1;
+    match &reply {
+        None => stats.unexpected_replies += 1,
+        Some(text) if text.contains(BUSY) => stats.busy += 1,
+        Some(_) => stats.turns.entry(step).or_default().push(elapsed),
     }
     reply
+}
+
+/// A turn, sent again (as a user would, after a moment) while the answer
+/// is "busy".
+async fn turn_until_served(ctx: &Arc<Ctx>, from: &str, text: &str, step: Step) -> Option<String> {
+    for _ in 0..50 {
+        let reply = turn(ctx, from, text, step).await;
+        match &reply {
+            Some(r) if r.contains(BUSY) => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => return reply,
+        }
+    }
+    None
 }
 
 enum Ended {
@@ -627,7 +668,7 @@ async fn conversation(ctx: &Arc<Ctx>, i: usize) -> Ended {
             if ctx.out_of_time() {
                 return Ended::CutOff;
             }
-            let reply = turn(ctx, from, $text, $step).await;
+            let reply = turn_until_served(ctx, from, $text, $step).await;
             if !expect(&reply, $wanted) {
                 return Ended::Failed;
             }
@@ -655,6 +696,262 @@ async fn conversation(ctx: &Arc<Ctx>, i: usize) -> Ended {
 }
 
 // ------------------------------------------------------------------------
+// Memory, from /proc/self/status (the server runs in this process).
+
+/// A `/proc/self/status` field in MiB (VmHWM: peak resident; VmRSS: now).
+fn status_mib(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Start a new peak: VmHWM restarts from the current RSS (Linux).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    before: Option<f64>,
+    peak: Option<f64>,
+    /// RSS a few seconds after the phase.
+    after: Option<f64>,
+}
+
+/// Memory of a phase: RSS before, peak during, RSS `settle` after.
+async fn measure_memory<T>(settle: Duration, phase: impl Future<Output = T>) -> (T, Memory) {
+    reset_peak();
+    let before = status_mib("VmRSS:");
+    let out = phase.await;
+    let peak = status_mib("VmHWM:");
+    tokio::time::sleep(settle).await;
+    let after = status_mib("VmRSS:");
+    (
+        out,
+        Memory {
+            before,
+            peak,
+            after,
+        },
+    )
+}
+
+fn mib(v: Option<f64>) -> String {
+    v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"))
+}
+
+// ------------------------------------------------------------------------
+// The bare floor: an axum handler in this process that only checks the
+// Twilio signature and answers a constant TwiML.
+
+async fn floor_handler(
+    State(token): State<Arc<str>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(params) = sms_twilio::parse_form(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let given = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let url = format!("{PUBLIC_BASE}{}", sms_twilio::PATH);
+    if !sms_twilio::verify(&token, &url, &params, given) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        sms_twilio::twiml("ok"),
+    )
+        .into_response()
+}
+
+/// Throughput and latency of a closed-loop phase.
+#[derive(Default)]
+struct Phase {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Phase {
+    fn per_sec(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn pct(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        percentile(&sorted, p)
+    }
+}
+
+/// `concurrency` clients posting signed webhooks to the bare handler for
+/// `secs`.
+async fn floor_phase(
+    client: &reqwest::Client,
+    auth_token: &str,
+    concurrency: usize,
+    secs: u64,
+) -> anyhow::Result<Phase> {
+    let token: Arc<str> = auth_token.into();
+    let router = axum::Router::new()
+        .route(sms_twilio::PATH, post(floor_handler))
+        .with_state(token.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}{}", listener.local_addr()?, sms_twilio::PATH);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut clients = JoinSet::new();
+    for c in 0..concurrency {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        clients.spawn(async move {
+            let mut phase = Phase::default();
+            let from = format!("+4474009{c:05}");
+            while Instant::now() < deadline {
+                let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+                let params = inbound_params(&from, "UNLOCK", &sid);
+                let signature: Arc<str> = sms_twilio::signature(
+                    &token,
+                    &format!("{PUBLIC_BASE}{}", sms_twilio::PATH),
+                    &params,
+                )
+                .into();
+                let (answered, took) =
+                    post_once(client.clone(), url.clone(), Arc::new(params), signature).await;
+                phase.requests += 1;
+                if answered.status != Some(200) {
+                    phase.errors += 1;
+                }
+                phase.latencies.push(took);
+            }
+            phase
+        });
+    }
+    let mut total = Phase::default();
+    while let Some(joined) = clients.join_next().await {
+        let phase = joined?;
+        total.requests += phase.requests;
+        total.errors += phase.errors;
+        total.latencies.extend(phase.latencies);
+    }
+    total.elapsed = started.elapsed();
+    let _ = stop.send(());
+    let _ = server.await;
+    Ok(total)
+}
+
+/// `concurrency` users, each on an account of its own, looping UNLOCK,
+/// email, last 4 digits, EXIT (no hashing) for `secs`; every cycle is
+/// finished, so no conversation is left open.
+async fn fast_phase(ctx: &Arc<Ctx>, concurrency: usize, secs: u64) -> anyhow::Result<Phase> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut users = JoinSet::new();
+    for u in 0..concurrency {
+        let ctx = ctx.clone();
+        users.spawn(async move {
+            let account = &ctx.accounts[u];
+            let from = account.mobile.as_str();
+            let mut ok = true;
+            while ok && Instant::now() < deadline && !ctx.stop.load(Ordering::SeqCst) {
+                for (text, step, wanted) in [
+                    ("UNLOCK", Step::Start, "email"),
+                    (account.email.as_str(), Step::Email, "last 4"),
+                    (account.last4.as_str(), Step::Last4, "question"),
+                    ("EXIT", Step::Exit, "Cancelled"),
+                ] {
+                    let reply = turn_until_served(&ctx, from, text, step).await;
+                    if !reply.is_some_and(|r| r.contains(wanted)) {
+                        ctx.stats().unexpected_replies += 1;
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    while let Some(joined) = users.join_next().await {
+        joined?;
+    }
+    let elapsed = started.elapsed();
+    let stats = std::mem::take(&mut *ctx.stats());
+    let latencies: Vec<Duration> = stats.turns.values().flatten().copied().collect();
+    Ok(Phase {
+        requests: latencies.len() as u64,
+        errors: stats.non_200 + stats.transport_errors + stats.unexpected_replies,
+        elapsed,
+        latencies,
+    })
+}
+
+/// Burst: every conversation brought to its first security question
+/// (`concurrency` at a time), then all answers sent at the same moment.
+/// Returns the replies: (served, busy, other).
+async fn burst_phase(ctx: &Arc<Ctx>, concurrency: usize) -> anyhow::Result<(u64, u64, u64)> {
+    let n = ctx.accounts.len();
+    let questions = Arc::new(Mutex::new(vec![String::new(); n]));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut users = JoinSet::new();
+    for _ in 0..concurrency.min(n) {
+        let (ctx, next, questions) = (ctx.clone(), next.clone(), questions.clone());
+        users.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    return;
+                }
+                let account = &ctx.accounts[i];
+                let from = account.mobile.as_str();
+                turn_until_served(&ctx, from, "UNLOCK", Step::Start).await;
+                turn_until_served(&ctx, from, &account.email, Step::Email).await;
+                let q = turn_until_served(&ctx, from, &account.last4, Step::Last4)
+                    .await
+                    .unwrap_or_default();
+                questions.lock().unwrap_or_else(|p| p.into_inner())[i] = q;
+            }
+        });
+    }
+    while let Some(joined) = users.join_next().await {
+        joined?;
+    }
+    // Only the wave is reported.
+    *ctx.stats() = Stats::default();
+    let questions = std::mem::take(&mut *questions.lock().unwrap_or_else(|p| p.into_inner()));
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let mut wave = JoinSet::new();
+    for (i, q) in questions.into_iter().enumerate() {
+        let (ctx, barrier) = (ctx.clone(), barrier.clone());
+        wave.spawn(async move {
+            let answer = answer_for(&q).unwrap_or("no question");
+            barrier.wait().await;
+            turn(&ctx, &ctx.accounts[i].mobile, answer, Step::Answer).await
+        });
+    }
+    let (mut served, mut busy, mut other) = (0, 0, 0);
+    while let Some(joined) = wave.join_next().await {
+        match joined? {
+            Some(r) if r.contains("Security question 2") => served += 1,
+            Some(r) if r.contains(BUSY) => busy += 1,
+            _ => other += 1,
+        }
+    }
+    Ok((served, busy, other))
+}
+
+// ------------------------------------------------------------------------
 // The run.
 
 struct Report {
@@ -675,6 +972,15 @@ struct Report {
     delivered: u64,
     temp_password_texts: u64,
     drained_in: Option<Duration>,
+    floor: Option<Phase>,
+    fast: Option<Phase>,
+    fast_memory: Memory,
+    /// Burst replies: (next question, busy, other).
+    burst: Option<(u64, u64, u64)>,
+    burst_memory: Memory,
+    conversations_memory: Memory,
+    hash_workers: Option<usize>,
+    burst_mode: bool,
 }
 
 async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
@@ -703,6 +1009,10 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(
+        args.hash_workers
+            .map(|n| ("HASH_WORKERS".to_owned(), n.to_string())),
+    )
     .collect();
     let settings = Settings::from_map(&env).context("settings")?;
     let app = Application::build_with(settings, Arc::new(SystemClock), None)
@@ -761,13 +1071,42 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
         stats: Mutex::new(Stats::default()),
     });
 
+    // Memory is read a few seconds after each phase.
+    let settle = Duration::from_secs(5);
+    let (floor, fast, fast_memory) = if args.burst {
+        (None, None, Memory::default())
+    } else {
+        let floor = floor_phase(
+            &ctx.client,
+            &ctx.auth_token,
+            args.concurrency,
+            args.phase_secs,
+        )
+        .await?;
+        let (fast, memory) =
+            measure_memory(settle, fast_phase(&ctx, args.concurrency, args.phase_secs)).await;
+        (Some(floor), Some(fast?), memory)
+    };
+
+    let (burst, burst_memory) = if args.burst {
+        let (out, memory) = measure_memory(settle, burst_phase(&ctx, args.concurrency)).await;
+        (Some(out?), memory)
+    } else {
+        (None, Memory::default())
+    };
+    reset_peak();
+    let conversations_rss_before = status_mib("VmRSS:");
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(if args.burst { usize::MAX } else { 0 }));
     let mut users = JoinSet::new();
     for _ in 0..args.concurrency.min(args.conversations) {
         let (ctx, next) = (ctx.clone(), next.clone());
         users.spawn(async move {
             loop {
+                let i = next.load(Ordering::SeqCst);
+                if i >= ctx.accounts.len() {
+                    return;
+                }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= ctx.accounts.len() {
                     return;
@@ -793,12 +1132,16 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
         users.abort_all();
     }
     let elapsed = started.elapsed();
+    let conversations_peak = status_mib("VmHWM:");
     let hit_time_limit = Instant::now() >= ctx.deadline;
     let stats = std::mem::take(&mut *ctx.stats());
-    let not_started = ctx
-        .accounts
-        .len()
-        .saturating_sub(next.load(Ordering::SeqCst).min(ctx.accounts.len()));
+    let not_started = if args.burst {
+        0
+    } else {
+        ctx.accounts
+            .len()
+            .saturating_sub(next.load(Ordering::SeqCst).min(ctx.accounts.len()))
+    };
 
     // Wait for the outbox: one notice per unlock; a temporary password and
     // a notice per reset.
@@ -818,6 +1161,14 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
     }
     // A moment more, so that a text sent twice would show.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let conversations_memory = Memory {
+        before: conversations_rss_before,
+        peak: conversations_peak,
+        after: {
+            tokio::time::sleep(settle.saturating_sub(Duration::from_millis(300))).await;
+            status_mib("VmRSS:")
+        },
+    };
 
     let _ = server_stop.send(());
     match tokio::time::timeout(Duration::from_secs(30), server).await {
@@ -835,6 +1186,15 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
     );
     if args.duplicates > 0 {
         args_line.push_str(&format!(" --duplicates {}", args.duplicates));
+    }
+    if args.burst {
+        args_line.push_str(" --burst");
+    }
+    if let Some(n) = args.hash_workers {
+        args_line.push_str(&format!(" --hash-workers {n}"));
+    }
+    if args.phase_secs != 5 {
+        args_line.push_str(&format!(" --phase-secs {}", args.phase_secs));
     }
     if let Some(pg) = &args.postgres {
         args_line.push_str(&format!(" --postgres {pg}"));
@@ -857,6 +1217,14 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
         temp_password_texts: fake.temp_passwords.load(Ordering::SeqCst),
         drained_in,
         stats,
+        floor,
+        fast,
+        fast_memory,
+        burst,
+        burst_memory,
+        conversations_memory,
+        hash_workers: args.hash_workers,
+        burst_mode: args.burst,
     })
 }
 
@@ -917,6 +1285,9 @@ impl Report {
         s.non_200 == 0
             && s.transport_errors == 0
             && s.unexpected_replies == 0
+            && self.floor.as_ref().is_none_or(|f| f.errors == 0)
+            && self.fast.as_ref().is_none_or(|f| f.errors == 0)
+            && self.burst.is_none_or(|(_, _, other)| other == 0)
             && s.duplicate_mismatches == 0
             && s.failed == 0
             && self.delivered == self.expected_texts
@@ -947,7 +1318,80 @@ impl Report {
             },
             ms(self.argon2_hash)
         ));
-        line(format!("- backend: {}", self.backend));
+        line(format!(
+            "- backend: {}; HASH_WORKERS {}",
+            self.backend,
+            self.hash_workers
+                .map_or_else(|| "default (number of cores)".to_owned(), |n| n.to_string())
+        ));
+        line(String::new());
+        line(format!(
+            "| {} at once | requests or turns/s | p50 ms | p99 ms | errors | RSS before / peak (VmHWM) / 5 s after, MiB |",
+            self.concurrency
+        ));
+        line("|---|---:|---:|---:|---:|---|".to_owned());
+        let mem = |m: &Memory| format!("{} / {} / {}", mib(m.before), mib(m.peak), mib(m.after));
+        if let Some(floor) = &self.floor {
+            line(format!(
+                "| bare floor: axum handler, Twilio signature check, constant TwiML | {:.0} | {} | {} | {} | |",
+                floor.per_sec(),
+                ms(floor.pct(50.0)),
+                ms(floor.pct(99.0)),
+                floor.errors
+            ));
+        }
+        if let Some(fast) = &self.fast {
+            let ratio = self
+                .floor
+                .as_ref()
+                .map(|f| 100.0 * fast.per_sec() / f.per_sec().max(f64::EPSILON))
+                .unwrap_or_default();
+            line(format!(
+                "| turns without hashing (UNLOCK, email, last 4, EXIT): {ratio:.0} % of the floor | {:.0} | {} | {} | {} | {} |",
+                fast.per_sec(),
+                ms(fast.pct(50.0)),
+                ms(fast.pct(99.0)),
+                fast.errors,
+                mem(&self.fast_memory)
+            ));
+        }
+        if let Some((served, busy, other)) = self.burst {
+            let mut answers = s.turns.get(&Step::Answer).cloned().unwrap_or_default();
+            answers.sort();
+            line(format!(
+                "| burst: {} answers (argon2id verify) sent at the same moment: {served} answered, {busy} busy, {other} other | {:.0} | {} | {} | {} | {} |",
+                self.requested,
+                served as f64 / answers.last().map_or(f64::EPSILON, |d| d.as_secs_f64()),
+                ms(percentile(&answers, 50.0)),
+                ms(percentile(&answers, 99.0)),
+                other + s.non_200 + s.transport_errors,
+                mem(&self.burst_memory)
+            ));
+        }
+        if !self.burst_mode {
+            line(format!(
+                "| whole conversations (2 answers, then unlock or reset): conversations/s | {:.1} | {} | {} | {} | {} |",
+                (s.unlocked + s.reset) as f64 / secs,
+                ms(percentile(
+                    &{
+                        let mut a = all_turns.clone();
+                        a.sort();
+                        a
+                    },
+                    50.0
+                )),
+                ms(percentile(
+                    &{
+                        let mut a = all_turns.clone();
+                        a.sort();
+                        a
+                    },
+                    99.0
+                )),
+                s.non_200 + s.transport_errors + s.unexpected_replies + s.failed,
+                mem(&self.conversations_memory)
+            ));
+        }
         line(format!(
             "- load: {} conversations requested, {} at a time{}; {} completed ({} unlock, {} reset), {} not finished within the time limit, {} failed",
             self.requested,
@@ -994,6 +1438,10 @@ impl Report {
         line(format!(
             "| errors (non-200 / transport / unexpected reply) | {} / {} / {} |",
             s.non_200, s.transport_errors, s.unexpected_replies
+        ));
+        line(format!(
+            "| \"very busy\" replies (sent again) | {} |",
+            s.busy
         ));
         line(format!(
             "| texts delivered by the outbox | {} of {} expected ({} temporary passwords){} |",

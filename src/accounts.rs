@@ -327,27 +327,84 @@ pub async fn import_csv(
     allow_crown_dependencies: bool,
     now: DateTime<Utc>,
 ) -> anyhow::Result<ImportReport> {
-    let (columns, rows) = read_csv(input, &COLUMNS)?;
+    let rows = ImportRows {
+        skip: 0,
+        done: &mut |_| {},
+    };
+    import_csv_resuming(
+        directory,
+        enrolments,
+        hasher,
+        input,
+        allow_crown_dependencies,
+        now,
+        rows,
+    )
+    .await
+}
+
+/// Where an import starts, and who hears of its progress.
+pub struct ImportRows<'a> {
+    /// Data rows already imported by an earlier, interrupted run of the
+    /// same file: passed over without hashing or writing them.
+    pub skip: u64,
+    /// Called with the number of data rows finished (imported or rejected,
+    /// in file order, and every one before it too) after each row is
+    /// stored: a checkpoint and a progress bar.
+    pub done: &'a mut (dyn FnMut(u64) + Send),
+}
+
+/// [`import_csv`], starting after `rows.skip` data rows and reporting
+/// progress. The answers of up to `2 × HASH_WORKERS` rows are hashed at
+/// once (every worker busy), and rows are stored in file order as their
+/// hashes arrive, so "rows finished" is always a prefix of the file.
+pub async fn import_csv_resuming(
+    directory: &dyn AccountDirectory,
+    enrolments: &dyn Enrolments,
+    hasher: &Hasher,
+    input: impl Read,
+    allow_crown_dependencies: bool,
+    now: DateTime<Utc>,
+    rows: ImportRows<'_>,
+) -> anyhow::Result<ImportReport> {
+    use futures::stream::{FuturesOrdered, StreamExt};
+
+    let (columns, data) = read_csv(input, &COLUMNS)?;
     let mut index = [0usize; 12];
     index.copy_from_slice(&columns);
+    let in_flight = hasher.settings().workers * 2;
     let mut report = ImportReport::default();
-    for CsvRow { line, fields } in rows {
-        let record = match fields {
-            Ok(record) => record,
-            Err(reason) => {
-                report.rejected.push(Rejected { line, reason });
-                continue;
-            }
+    let mut pending = FuturesOrdered::new();
+    let skip = usize::try_from(rows.skip).unwrap_or(usize::MAX);
+    let mut finished = rows.skip.min(data.len() as u64);
+    let mut data = data.into_iter().skip(skip);
+    let mut exhausted = false;
+    loop {
+        // Keep every hashing worker busy.
+        while !exhausted && pending.len() < in_flight {
+            let Some(CsvRow { line, fields }) = data.next() else {
+                exhausted = true;
+                break;
+            };
+            let parsed = fields.and_then(|record| {
+                let row = Row {
+                    fields: &record,
+                    index: &index,
+                };
+                parse_row(&row, allow_crown_dependencies)
+            });
+            pending.push_back(async move {
+                let account = match parsed {
+                    Ok(parsed) => hash_answers(hasher, parsed).await,
+                    Err(reason) => Err(reason),
+                };
+                (line, account)
+            });
+        }
+        let Some((line, outcome)) = pending.next().await else {
+            break;
         };
-        let row = Row {
-            fields: &record,
-            index: &index,
-        };
-        let parsed = match parse_row(&row, allow_crown_dependencies) {
-            Ok(parsed) => hash_answers(hasher, parsed).await,
-            Err(reason) => Err(reason),
-        };
-        match parsed {
+        match outcome {
             Ok(account) => {
                 save(directory, enrolments, &account, now).await?;
                 if let Some(RegisteredMobile::NonUk { .. }) = account.mobile {
@@ -359,6 +416,8 @@ pub async fn import_csv(
             }
             Err(reason) => report.rejected.push(Rejected { line, reason }),
         }
+        finished += 1;
+        (rows.done)(finished);
     }
     Ok(report)
 }

@@ -311,15 +311,27 @@ async fn accounts_command(
     match command {
         AccountsCommand::Import { file } => {
             let input = open_input(&file)?;
-            let report = accounts::import_csv(
+            let mut progress = crate::import_progress::ImportProgress::start(&file)?;
+            let skip = progress.resume_after();
+            if skip > 0 {
+                eprintln!(
+                    "resuming: the first {skip} rows were imported by an interrupted run of this file"
+                );
+            }
+            let report = accounts::import_csv_resuming(
                 directory,
                 database.enrolments.as_ref(),
                 &database.hasher,
                 input,
                 settings.allow_crown_dependencies,
                 clock.now(),
+                accounts::ImportRows {
+                    skip,
+                    done: &mut |rows| progress.rows_done(rows),
+                },
             )
             .await?;
+            progress.finish();
             Ok(print_report(&report))
         }
         AccountsCommand::Show { email, json } => {

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod enrolment;
 pub mod hashing;
 pub mod http;
+pub mod import_progress;
 pub mod serve;
 pub mod settings;
 pub mod sms;
