@@ -134,6 +134,7 @@ impl Services {
             questions_to_ask: settings.questions_to_ask,
             sender_max_accounts: settings.sender_max_accounts,
             sender_window: settings.sender_window,
+            verified_lifetime: settings.verified_lifetime,
             temp_password_length: settings.temp_password_length,
             contact: settings.support_contact.clone(),
             ..UnlockPolicy::default()

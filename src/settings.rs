@@ -93,6 +93,8 @@ pub struct Settings {
     /// it is stopped (`SENDER_MAX_ACCOUNTS`, `SENDER_WINDOW_HOURS`).
     pub sender_max_accounts: u32,
     pub sender_window: Duration,
+    /// `VERIFIED_LIFETIME_MINUTES`.
+    pub verified_lifetime: Duration,
     pub temp_password_length: usize,
     pub allow_crown_dependencies: bool,
     pub support_contact: String,
@@ -484,6 +486,12 @@ impl Settings {
             sender_max_accounts: u32::try_from(number("SENDER_MAX_ACCOUNTS", 3, 1, 100)?)
                 .unwrap_or(3),
             sender_window: Duration::hours(number("SENDER_WINDOW_HOURS", 24, 1, 24 * 30)?),
+            verified_lifetime: Duration::minutes(number(
+                "VERIFIED_LIFETIME_MINUTES",
+                10,
+                1,
+                24 * 60,
+            )?),
             questions_to_ask: usize::try_from(number("QUESTIONS_TO_ASK", 2, 1, 3)?).unwrap_or(2),
             temp_password_length: usize::try_from(number("TEMP_PASSWORD_LENGTH", 12, 10, 64)?)
                 .unwrap_or(12),

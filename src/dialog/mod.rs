@@ -38,6 +38,10 @@ pub struct ConversationState {
     /// Email, digits and answers all checked out.
     #[serde(default)]
     pub verified: bool,
+    /// When they did: verification lasts `VERIFIED_LIFETIME_MINUTES`
+    /// however busy the conversation is kept.
+    #[serde(default)]
+    pub verified_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The conversation has ended; it is kept (with nothing else) only so
     /// that a message after the end gets a short line, not a new greeting.
     #[serde(default)]

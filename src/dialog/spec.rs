@@ -93,6 +93,8 @@ impl ActionKind {
             }
             Self::CheckAnswer => &[NextQuestion, Verified, Failed],
             Self::ChooseOption => &[
+                Failed,
+                VerificationExpired,
                 Unlocked,
                 NotLocked,
                 ResetSent,
@@ -123,10 +125,12 @@ pub enum Outcome {
     DirectoryDisabled,
     /// This sender has failed against too many accounts lately.
     SenderPaused,
+    /// The verification is older than its lifetime.
+    VerificationExpired,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 12] = [
+    const ALL: [Outcome; 13] = [
         Self::Next,
         Self::Verified,
         Self::Failed,
@@ -139,6 +143,7 @@ impl Outcome {
         Self::NotChanged,
         Self::DirectoryDisabled,
         Self::SenderPaused,
+        Self::VerificationExpired,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -154,6 +159,7 @@ impl Outcome {
             Self::NotChanged => "not_changed",
             Self::DirectoryDisabled => "directory_disabled",
             Self::SenderPaused => "sender_paused",
+            Self::VerificationExpired => "verification_expired",
         }
     }
     fn parse(s: &str) -> Option<Self> {

@@ -37,6 +37,8 @@ pub struct UnlockPolicy {
     /// fail against (and so block) another.
     pub sender_max_accounts: u32,
     pub sender_window: Duration,
+    /// How long a verification lasts, however busy the conversation.
+    pub verified_lifetime: Duration,
     /// New or transferred Same Sign On accounts wait this long before a reset.
     pub same_sign_on_wait: Duration,
     pub password_lifetime: Duration,
@@ -54,6 +56,7 @@ impl Default for UnlockPolicy {
             block_for: Duration::hours(24),
             sender_max_accounts: 3,
             sender_window: Duration::hours(24),
+            verified_lifetime: Duration::minutes(10),
             same_sign_on_wait: Duration::hours(24),
             password_lifetime: crate::directory::password_lifetime(),
             contact: DEFAULT_CONTACT.into(),
@@ -189,6 +192,7 @@ impl Unlock {
                 turn.state.answered = 0;
                 turn.state.answers_ok = false;
                 turn.state.verified = false;
+                turn.state.verified_at = None;
                 turn.account = None;
                 Ok(Outcome::Next)
             }
@@ -290,6 +294,7 @@ impl Unlock {
             return Ok(Outcome::Failed);
         }
         turn.state.verified = true;
+        turn.state.verified_at = Some(turn.now);
         turn.audit("verification", "verified");
         Ok(Outcome::Verified)
     }
@@ -385,12 +390,29 @@ impl Unlock {
                 "options offered before verification".into(),
             ));
         }
+        // Verification has an absolute lifetime, however often the user
+        // writes meanwhile.
+        if turn
+            .state
+            .verified_at
+            .is_none_or(|at| turn.now - at >= self.policy.verified_lifetime)
+        {
+            turn.audit("refusal", "verification_expired");
+            return Ok(Outcome::VerificationExpired);
+        }
         let email = Self::email(turn)?;
         let account = self
             .account(turn)
             .await?
             .ok_or_else(|| TurnError::Internal("verified account vanished".into()))?
             .account;
+        // A block set since the user verified (others' failures, unless this
+        // is the registered mobile) stops the change too.
+        let counts = self.failure_counts(&email, turn).await?;
+        if self.blocked(&email, &account, counts, turn).await? {
+            turn.audit("refusal", "blocked");
+            return Ok(Outcome::Failed);
+        }
         if account.disabled == Some(Disabled::InDirectory) {
             turn.audit("refusal", "disabled_in_directory");
             return Ok(Outcome::DirectoryDisabled);

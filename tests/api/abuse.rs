@@ -477,3 +477,52 @@ async fn others_failures_never_lock_the_owner_out_and_the_owner_is_told_once() {
     let options = app.verify(VICTIM, "3456").await;
     assert!(options.contains("You are verified"), "{options}");
 }
+
+// ------------------------------------------------------------------------
+// Finding 4: verified conversations expire, and blocks are rechecked.
+
+/// Sending `?` every 45 seconds keeps the conversation alive, but not the
+/// verification: after `VERIFIED_LIFETIME_MINUTES` (10) an option changes
+/// nothing.
+#[tokio::test]
+async fn a_verification_kept_alive_with_help_requests_expires() {
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow::locked(VICTIM, VICTIM_MOBILE)])
+        .await;
+    let options = app.verify(VICTIM, "3456").await;
+    assert!(options.contains("You are verified"), "{options}");
+    for _ in 0..14 {
+        app.advance(chrono::Duration::seconds(45));
+        app.text("?").await;
+    }
+    let reply = app.text("1").await;
+    assert!(reply.contains("verification has expired"), "{reply}");
+    assert_eq!(app.account(VICTIM)["locked"], true, "nothing changed");
+    assert!(
+        app.audit()
+            .iter()
+            .any(|e| e["outcome"] == "verification_expired")
+    );
+}
+
+/// A block set while a conversation sat at the options step is checked
+/// when an option is chosen.
+#[tokio::test]
+async fn a_block_set_after_verifying_is_checked_at_the_options_step() {
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow::locked(VICTIM, VICTIM_MOBILE)])
+        .await;
+    // Verified from a phone that is not the registered mobile.
+    let colleague = "+447811654321";
+    app.text_from(colleague, "UNLOCK").await;
+    app.text_from(colleague, VICTIM).await;
+    let q1 = app.text_from(colleague, "3456").await;
+    let q2 = app.text_from(colleague, answer_for(&q1)).await;
+    let options = app.text_from(colleague, answer_for(&q2)).await;
+    assert!(options.contains("You are verified"), "{options}");
+    // Meanwhile the account is blocked by failures elsewhere.
+    fail_three_times(&mut app, ATTACKER, VICTIM).await;
+    let reply = app.text_from(colleague, "1").await;
+    assert!(reply.contains("could not verify"), "{reply}");
+    assert_eq!(app.account(VICTIM)["locked"], true, "nothing changed");
+}
