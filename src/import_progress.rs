@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-/// Rows between checkpoint writes (a rerun redoes at most these: an
-/// import of a row is an idempotent upsert).
+/// Rows, and time, between checkpoint writes (a rerun redoes at most what
+/// came after the last one: an import of a row is an idempotent upsert).
 const CHECKPOINT_EVERY: u64 = 500;
+const CHECKPOINT_AFTER: Duration = Duration::from_secs(5);
 
 pub struct ImportProgress {
     checkpoint: PathBuf,
@@ -22,6 +23,7 @@ pub struct ImportProgress {
     started: Instant,
     last_drawn: Option<Instant>,
     last_saved: u64,
+    saved_at: Instant,
     done: u64,
     terminal: bool,
 }
@@ -82,6 +84,7 @@ impl ImportProgress {
             started: Instant::now(),
             last_drawn: None,
             last_saved: resume_after,
+            saved_at: Instant::now(),
             done: resume_after,
             terminal: std::io::stderr().is_terminal(),
         })
@@ -95,7 +98,8 @@ impl ImportProgress {
     /// `rows` data rows (from the top of the file) are stored.
     pub fn rows_done(&mut self, rows: u64) {
         self.done = rows;
-        if rows >= self.last_saved + CHECKPOINT_EVERY {
+        if rows >= self.last_saved + CHECKPOINT_EVERY || self.saved_at.elapsed() >= CHECKPOINT_AFTER
+        {
             self.save(rows);
         }
         let every = if self.terminal {
@@ -118,6 +122,7 @@ impl ImportProgress {
             tracing::warn!(error = %e, "cannot write the import checkpoint");
         }
         self.last_saved = rows;
+        self.saved_at = Instant::now();
     }
 
     fn draw(&self) {
