@@ -671,7 +671,9 @@ impl TestApp {
     pub async fn live_conversations(&self) -> i64 {
         self.db
             .scalar(
-                "SELECT COUNT(*) FROM conversations WHERE state NOT LIKE '%\"ended\":true%'".into(),
+                // TEXT on SQLite, JSONB on PostgreSQL (whose text form has a
+                // space after the colon): compare without spaces on both.
+                "SELECT COUNT(*) FROM conversations WHERE REPLACE(CAST(state AS TEXT), ' ', '') NOT LIKE '%\"ended\":true%'".into(),
             )
             .await
     }
