@@ -111,6 +111,9 @@ pub enum DialogCommand {
         #[arg(long)]
         sizes: bool,
     },
+    /// Print the flow as Graphviz DOT (steps, outcomes, routes, notes), for
+    /// example `unlockbot dialog graph | dot -Tsvg > flow.svg`.
+    Graph,
 }
 
 /// A CSV file to import.
@@ -296,6 +299,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen => {}
         Command::Dialog(DialogCommand::Check { sizes }) => {
             return Ok(dialog_check(&settings, sizes));
+        }
+        Command::Dialog(DialogCommand::Graph) => {
+            match dialog::spec::load(&settings.dialogs_dir, &settings.language) {
+                Ok(d) => print!("{}", dialog::graph::dot(&d)),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

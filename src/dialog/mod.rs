@@ -3,6 +3,7 @@
 //! It is run one turn at a time by [`crate::engine`].
 
 pub mod budget;
+pub mod graph;
 pub mod render;
 pub mod segments;
 pub mod spec;

@@ -426,6 +426,27 @@ async fn dialog_check_refuses_an_unknown_placeholder() {
 }
 
 #[tokio::test]
+async fn dialog_graph_prints_the_flow_as_dot() {
+    let app = spawn_app().await;
+    let (status, stdout, stderr) = app.cli(&["dialog", "graph"], None);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.starts_with("digraph unlockbot {"), "{stdout}");
+    for step in [
+        "ask_email",
+        "verified",
+        "offer_both",
+        "done_reset",
+        "not_verified",
+    ] {
+        assert!(
+            stdout.contains(&format!("\"{step}\" [")),
+            "{step}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("label=\"verified\""), "{stdout}");
+}
+
+#[tokio::test]
 async fn dialog_check_measures_every_reply_against_its_sms_budget() {
     let app = spawn_app().await;
     // The shipped wording fits.
