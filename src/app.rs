@@ -175,6 +175,12 @@ impl Services {
             wake: engine.outbox_wake(),
             only_conversation: None,
             sms_ids_kept: settings.inbound_id_retention,
+            retention: crate::retention::Retention {
+                // Failures count per account and per sender: keep them for
+                // the longer window.
+                failure_window: block_rule.window.max(settings.sender_window),
+                ..settings.retention.clone()
+            },
         };
         Ok(Self {
             engine,

@@ -20,6 +20,7 @@ pub mod enrolment;
 pub mod hashing;
 pub mod http;
 pub mod import_progress;
+pub mod retention;
 pub mod serve;
 pub mod settings;
 pub mod sms;

@@ -10,6 +10,7 @@ use chrono::Duration;
 use secrecy::SecretString;
 
 use crate::directory::ldap::{Flavour, LdapConfig};
+use crate::retention::Retention;
 use crate::sms::notify::{DEFAULT_API_BASE as NOTIFY_DEFAULT_API_BASE, NotifySettings};
 use crate::sms::outbox::{OutboxKey, RetryPolicy};
 
@@ -109,6 +110,8 @@ pub struct Settings {
     pub outbox: RetryPolicy,
     /// The argon2id worker pool (`HASH_WORKERS`, `HASH_QUEUE_LIMIT`).
     pub hashing: crate::hashing::HashSettings,
+    /// How long stored data is kept (`conversation_idle` is `idle_timeout`).
+    pub retention: Retention,
     /// Where accounts live (`DIRECTORY`).
     pub directory: DirectoryChoice,
 }
@@ -463,10 +466,22 @@ impl Settings {
             .unwrap_or(workers * crate::hashing::DEFAULT_QUEUE_PER_WORKER),
         };
 
+        let idle_timeout = Duration::minutes(number("CONVERSATION_IDLE_MINUTES", 15, 1, 24 * 60)?);
+        let retention = Retention {
+            conversation_idle: idle_timeout,
+            outbox_kept: Duration::hours(number("OUTBOX_RETENTION_HOURS", 24, 1, 24 * 366)?),
+            audit_kept: Duration::days(number("AUDIT_RETENTION_DAYS", 400, 1, 3660)?),
+            sweep_every: std::time::Duration::from_secs(
+                u64::try_from(number("RETENTION_SWEEP_MINUTES", 5, 1, 24 * 60)?).unwrap_or(5) * 60,
+            ),
+            ..Retention::default()
+        };
+
         Ok(Self {
             hashing,
             outbox_key,
             outbox,
+            retention,
             telegram,
             database_url,
             bind_addr,
@@ -482,7 +497,7 @@ impl Settings {
                 30,
                 36_500,
             )?),
-            idle_timeout: Duration::minutes(number("CONVERSATION_IDLE_MINUTES", 15, 1, 24 * 60)?),
+            idle_timeout,
             sender_max_accounts: u32::try_from(number("SENDER_MAX_ACCOUNTS", 3, 1, 100)?)
                 .unwrap_or(3),
             sender_window: Duration::hours(number("SENDER_WINDOW_HOURS", 24, 1, 24 * 30)?),
@@ -546,6 +561,34 @@ mod tests {
         let s = Settings::from_map(&env(&[("HASH_WORKERS", "3")])).unwrap();
         assert_eq!(s.hashing.workers, 3);
         assert_eq!(s.hashing.queue_limit, 300);
+        assert_eq!(s.retention.conversation_idle, Duration::minutes(15));
+        assert_eq!(s.retention.audit_kept, Duration::days(400));
+        assert_eq!(s.retention.outbox_kept, Duration::hours(24));
+        assert_eq!(s.retention.sweep_every, std::time::Duration::from_secs(300));
+    }
+
+    #[test]
+    fn retention_settings() {
+        let s = Settings::from_map(&env(&[
+            ("AUDIT_RETENTION_DAYS", "30"),
+            ("OUTBOX_RETENTION_HOURS", "2"),
+            ("RETENTION_SWEEP_MINUTES", "1"),
+            ("CONVERSATION_IDLE_MINUTES", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(s.retention.audit_kept, Duration::days(30));
+        assert_eq!(s.retention.outbox_kept, Duration::hours(2));
+        assert_eq!(s.retention.sweep_every, std::time::Duration::from_secs(60));
+        assert_eq!(s.retention.conversation_idle, Duration::minutes(5));
+        for (name, value) in [
+            ("AUDIT_RETENTION_DAYS", "0"),
+            ("AUDIT_RETENTION_DAYS", "forever"),
+            ("OUTBOX_RETENTION_HOURS", "0"),
+            ("RETENTION_SWEEP_MINUTES", "0"),
+        ] {
+            let e = Settings::from_map(&env(&[(name, value)])).unwrap_err();
+            assert_eq!(e.variable, name);
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::{OutboundSms, SendError, SmsKind, SmsSender};
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::domain::{Email, mask_phone_number, parse_uk_mobile};
+use crate::retention::Retention;
 use crate::store::{AuditEvent, NewOutboxItem, OutboxItem, ProcessedPrune, Store};
 
 /// `OUTBOX_KEY`: 32 bytes, given as 64 hex characters.
@@ -218,6 +219,8 @@ pub struct OutboxWorker {
     pub only_conversation: Option<String>,
     /// How long inbound SMS ids are remembered (`INBOUND_ID_RETENTION_DAYS`).
     pub sms_ids_kept: Duration,
+    /// What the maintenance sweep deletes, and how often it runs.
+    pub retention: Retention,
 }
 
 impl OutboxWorker {
@@ -228,27 +231,15 @@ impl OutboxWorker {
 
     /// [`run`](Self::run), keeping the worker for its caller.
     pub async fn run_borrowed(&self, mut stop: watch::Receiver<bool>) {
-        let mut last_prune: Option<std::time::Instant> = None;
+        let mut last_sweep: Option<std::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 return;
             }
-            // Housekeeping, hourly: drop old replies, forget old ids.
-            if last_prune.is_none_or(|t| t.elapsed() > StdDuration::from_secs(3600)) {
-                last_prune = Some(std::time::Instant::now());
-                let now = self.clock.now();
-                let prune = ProcessedPrune {
-                    replies_before: now - PROCESSED_REPLIES_KEPT,
-                    sms_ids_before: now - self.sms_ids_kept,
-                    other_ids_before: now - PROCESSED_REPLIES_KEPT,
-                };
-                match self.store.prune_processed(&prune).await {
-                    Ok(n) if n > 0 => {
-                        tracing::info!(removed = n, "old inbound message ids forgotten")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "could not prune old inbound message ids"),
-                }
+            // Housekeeping, at start-up and then every few minutes.
+            if last_sweep.is_none_or(|t| t.elapsed() >= self.retention.sweep_every) {
+                last_sweep = Some(std::time::Instant::now());
+                self.sweep().await;
             }
             match self.deliver_next().await {
                 // One sent (or settled): look for the next at once.
@@ -261,6 +252,34 @@ impl OutboxWorker {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.policy.poll) => {}
             }
+        }
+    }
+
+    /// Delete what is kept no longer (see [`Retention`]) and forget old
+    /// inbound message ids.
+    pub async fn sweep(&self) {
+        let now = self.clock.now();
+        match self.store.sweep(self.retention.cutoffs(now)).await {
+            Ok(swept) if swept.total() > 0 => tracing::info!(
+                conversations = swept.conversations,
+                outbox = swept.outbox,
+                verification_failures = swept.verification_failures,
+                account_blocks = swept.account_blocks,
+                audit_log = swept.audit_log,
+                "retention sweep deleted expired rows"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed; will try again"),
+        }
+        let prune = ProcessedPrune {
+            replies_before: now - PROCESSED_REPLIES_KEPT,
+            sms_ids_before: now - self.sms_ids_kept,
+            other_ids_before: now - PROCESSED_REPLIES_KEPT,
+        };
+        match self.store.prune_processed(&prune).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "old inbound message ids forgotten"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not prune old inbound message ids"),
         }
     }
 

@@ -127,6 +127,41 @@ pub struct TurnCommit {
     pub reported_failures: Vec<uuid::Uuid>,
 }
 
+/// What the maintenance sweep deletes: everything older than these times.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepCutoffs {
+    /// Conversations last touched before this have expired.
+    pub conversations_idle_since: DateTime<Utc>,
+    /// Texts delivered or finally failed before this.
+    pub outbox_finished_before: DateTime<Utc>,
+    /// Verification failures before this no longer count towards a block.
+    pub failures_before: DateTime<Utc>,
+    /// Blocks that ended before this.
+    pub blocks_ended_before: DateTime<Utc>,
+    /// Audit events before this.
+    pub audit_before: DateTime<Utc>,
+}
+
+/// Rows the sweep deleted, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub conversations: u64,
+    pub outbox: u64,
+    pub verification_failures: u64,
+    pub account_blocks: u64,
+    pub audit_log: u64,
+}
+
+impl Swept {
+    pub fn total(&self) -> u64 {
+        self.conversations
+            + self.outbox
+            + self.verification_failures
+            + self.account_blocks
+            + self.audit_log
+    }
+}
+
 /// A turn in progress: the conversation is held exclusively (by every
 /// instance sharing the database) until the turn commits or is dropped.
 #[async_trait]
@@ -176,6 +211,10 @@ pub trait Store: Send + Sync {
     /// Drop the stored replies to inbound messages, and forget the
     /// messages' ids, as `prune` says. Returns how many ids were forgotten.
     async fn prune_processed(&self, prune: &ProcessedPrune) -> Result<u64, StoreError>;
+    /// Delete what is no longer needed (see [`SweepCutoffs`]), in one
+    /// transaction, and leave no copy of it in the database's files where
+    /// the backend allows (see SECURITY.md).
+    async fn sweep(&self, cutoffs: SweepCutoffs) -> Result<Swept, StoreError>;
     /// The audit trail, oldest first.
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError>;
 

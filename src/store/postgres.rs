@@ -14,7 +14,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::{
     AuditEvent, FailureCounts, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation,
-    TurnCommit, TurnTx,
+    SweepCutoffs, Swept, TurnCommit, TurnTx,
 };
 use crate::domain::{Channel, ConversationKey, Email};
 use crate::sms::SmsKind;
@@ -74,6 +74,58 @@ async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<
         .await?;
     }
     Ok(())
+}
+
+async fn erase_secret(conn: &mut PgConnection, id: uuid::Uuid) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM outbox_secrets WHERE outbox_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Rewrite the table of sealed texts into fresh pages. A `DELETE` (even
+    /// followed by a plain `VACUUM`) leaves the bytes of the erased row in
+    /// the table's pages; `VACUUM FULL` copies only live rows into a new
+    /// file and drops the old one. It must copy too any row version that a
+    /// transaction still running may see, so it first waits (briefly) for
+    /// this database's transactions that began before the erasure; what a
+    /// longer transaction still holds is rewritten by the next erasure or
+    /// the retention sweep.
+    pub(crate) async fn rewrite_secrets(&self) {
+        if let Err(e) = self.wait_for_older_transactions().await {
+            tracing::warn!(error = %e, "cannot see the transactions in flight; rewriting anyway");
+        }
+        if let Err(e) = sqlx::query("VACUUM FULL outbox_secrets")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "outbox_secrets not rewritten; will try again");
+        }
+    }
+
+    async fn wait_for_older_transactions(&self) -> Result<(), StoreError> {
+        let since: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&self.pool)
+            .await?;
+        for _ in 0..100 {
+            let older: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND xact_start < $1 AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)",
+            )
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+            if older == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        tracing::info!("a long transaction is open; its view of erased texts is rewritten later");
+        Ok(())
+    }
 }
 
 struct PgTurn {
@@ -208,18 +260,22 @@ impl TurnTx for PgTurn {
         }
         for item in &c.outbox {
             sqlx::query(
-                "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, sealed, status, next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
+                "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, status, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
             )
             .bind(item.id)
             .bind(item.kind.as_str())
             .bind(&item.to)
             .bind(&item.account)
             .bind(&item.conversation_key)
-            .bind(&item.sealed)
             .bind(c.now)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("INSERT INTO outbox_secrets (outbox_id, sealed) VALUES ($1, $2)")
+                .bind(item.id)
+                .bind(&item.sealed)
+                .execute(&mut *tx)
+                .await?;
         }
         for id in &c.reported_failures {
             sqlx::query("UPDATE outbox SET failure_reported = TRUE WHERE id = $1")
@@ -320,6 +376,45 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn sweep(&self, c: SweepCutoffs) -> Result<Swept, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut delete = async |sql: &'static str, before: DateTime<Utc>| {
+            sqlx::query(sql)
+                .bind(before)
+                .execute(&mut *tx)
+                .await
+                .map(|done| done.rows_affected())
+        };
+        let swept = Swept {
+            conversations: delete(
+                "DELETE FROM conversations WHERE updated_at < $1",
+                c.conversations_idle_since,
+            )
+            .await?,
+            outbox: delete(
+                "DELETE FROM outbox WHERE status IN ('sent', 'failed') AND finished_at < $1",
+                c.outbox_finished_before,
+            )
+            .await?,
+            verification_failures: delete(
+                "DELETE FROM verification_failures WHERE failed_at < $1",
+                c.failures_before,
+            )
+            .await?,
+            account_blocks: delete(
+                "DELETE FROM account_blocks WHERE blocked_until < $1",
+                c.blocks_ended_before,
+            )
+            .await?,
+            audit_log: delete("DELETE FROM audit_log WHERE at < $1", c.audit_before).await?,
+        };
+        tx.commit().await?;
+        // Also catches row versions an earlier rewrite had to keep for a
+        // transaction then running.
+        self.rewrite_secrets().await;
+        Ok(swept)
+    }
+
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id",
@@ -347,16 +442,24 @@ impl Store for PgStore {
         only: Option<&str>,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE outbox SET
-               uncertain_claim = (status = 'sending'),
-               status = 'sending', attempts = attempts + 1, lease_until = $2
-             WHERE id IN (
+            // The rows are chosen and locked once, in a CTE of their own: as
+            // `WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` the
+            // planner may run the sub-select again per row, and each run
+            // skips the rows this statement has just updated, so more than
+            // `n` rows were claimed (seen with the join below).
+            "WITH next AS MATERIALIZED (
                SELECT id FROM outbox
                WHERE ((status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1))
                  AND ($4::text IS NULL OR conversation_key = $4)
                ORDER BY created_at, seq LIMIT $3
-               FOR UPDATE SKIP LOCKED)
-             RETURNING id, seq, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
+               FOR UPDATE SKIP LOCKED),
+             claimed AS (
+               UPDATE outbox o SET
+                 uncertain_claim = (o.status = 'sending'),
+                 status = 'sending', attempts = o.attempts + 1, lease_until = $2
+               FROM next WHERE o.id = next.id
+               RETURNING o.id, o.seq, o.kind, o.to_number, o.account_email, o.conversation_key, o.attempts, o.uncertain_claim, o.created_at)
+             SELECT c.*, s.sealed FROM claimed c LEFT JOIN outbox_secrets s ON s.outbox_id = c.id",
         )
         .bind(now)
         .bind(now + lease)
@@ -389,15 +492,19 @@ impl Store for PgStore {
         provider_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE outbox SET status = 'sent', sealed = NULL, provider_id = $2, finished_at = $3, lease_until = NULL, last_error = NULL
+            "UPDATE outbox SET status = 'sent', provider_id = $2, finished_at = $3, lease_until = NULL, last_error = NULL
              WHERE id = $1",
         )
         .bind(id)
         .bind(provider_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        erase_secret(&mut tx, id).await?;
+        tx.commit().await?;
+        self.rewrite_secrets().await;
         Ok(())
     }
 
@@ -443,7 +550,7 @@ impl Store for PgStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE outbox SET status = 'failed', sealed = NULL, last_error = $2, finished_at = $3, lease_until = NULL
+            "UPDATE outbox SET status = 'failed', last_error = $2, finished_at = $3, lease_until = NULL
              WHERE id = $1 AND status = 'sending' AND attempts = $4",
         )
         .bind(id)
@@ -456,8 +563,10 @@ impl Store for PgStore {
             // Another worker has claimed it since: its verdict stands.
             return Ok(false);
         }
+        erase_secret(&mut tx, id).await?;
         insert_audit(&mut tx, &[audit]).await?;
         tx.commit().await?;
+        self.rewrite_secrets().await;
         Ok(true)
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::{
     AuditEvent, FailureCounts, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation,
-    TurnCommit, TurnTx,
+    SweepCutoffs, Swept, TurnCommit, TurnTx,
 };
 use crate::domain::{Channel, ConversationKey, Email};
 use crate::sms::SmsKind;
@@ -30,6 +30,9 @@ pub async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
+        // Deleted and overwritten content is zeroed in the file, not just
+        // marked free: an erased text leaves no copy in free space.
+        .pragma("secure_delete", "ON")
         .busy_timeout(StdDuration::from_secs(5));
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
@@ -37,7 +40,31 @@ pub async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
         .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    truncate_wal(&pool).await?;
     Ok(pool)
+}
+
+/// After a secret was erased: the erasure itself is committed; a
+/// checkpoint that cannot run now is retried by the next one.
+async fn after_erasure(pool: &SqlitePool) {
+    if let Err(e) = truncate_wal(pool).await {
+        tracing::warn!(error = %e, "write-ahead log not truncated; will try again");
+    }
+}
+
+/// Copy the write-ahead log into the main file and truncate it to nothing,
+/// so that earlier versions of erased rows (which the log keeps until a
+/// checkpoint) are gone from disk. Returns false when readers kept the
+/// checkpoint from completing (the next erasure or sweep tries again).
+pub(crate) async fn truncate_wal(pool: &SqlitePool) -> Result<bool, StoreError> {
+    let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(pool)
+        .await?;
+    let busy: i64 = row.get(0);
+    if busy != 0 {
+        tracing::warn!("write-ahead log not truncated (readers active); will try again");
+    }
+    Ok(busy == 0)
 }
 
 /// Serialises turns of one conversation within this process.
@@ -337,6 +364,45 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn sweep(&self, c: SweepCutoffs) -> Result<Swept, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut delete = async |sql: &'static str, before: DateTime<Utc>| {
+            sqlx::query(sql)
+                .bind(to_millis(before))
+                .execute(&mut *tx)
+                .await
+                .map(|done| done.rows_affected())
+        };
+        let swept = Swept {
+            conversations: delete(
+                "DELETE FROM conversations WHERE updated_at < $1",
+                c.conversations_idle_since,
+            )
+            .await?,
+            outbox: delete(
+                "DELETE FROM outbox WHERE status IN ('sent', 'failed') AND finished_at < $1",
+                c.outbox_finished_before,
+            )
+            .await?,
+            verification_failures: delete(
+                "DELETE FROM verification_failures WHERE failed_at < $1",
+                c.failures_before,
+            )
+            .await?,
+            account_blocks: delete(
+                "DELETE FROM account_blocks WHERE blocked_until < $1",
+                c.blocks_ended_before,
+            )
+            .await?,
+            audit_log: delete("DELETE FROM audit_log WHERE at < $1", c.audit_before).await?,
+        };
+        tx.commit().await?;
+        // Deleted rows are zeroed in the pages (secure_delete); their
+        // earlier versions go with the log.
+        after_erasure(&self.pool).await;
+        Ok(swept)
+    }
+
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT at, channel, sender, account, event, outcome FROM audit_log ORDER BY id",
@@ -416,6 +482,7 @@ impl Store for SqliteStore {
         .bind(to_millis(now))
         .execute(&self.pool)
         .await?;
+        after_erasure(&self.pool).await;
         Ok(())
     }
 
@@ -476,6 +543,7 @@ impl Store for SqliteStore {
         }
         insert_audit(&mut tx, &[audit]).await?;
         tx.commit().await?;
+        after_erasure(&self.pool).await;
         Ok(true)
     }
 }

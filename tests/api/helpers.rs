@@ -685,8 +685,12 @@ impl TestApp {
             .await
     }
 
-    /// Everything the database holds, as bytes: the SQLite files (main
-    /// file and write-ahead log), or every row of every table on PostgreSQL.
+    /// Everything the database holds, as bytes, as someone with a copy of
+    /// the server's files would read it: the SQLite files (main file,
+    /// write-ahead log and shared-memory index), or on PostgreSQL a dump of
+    /// the database plus every raw page of every table, index and TOAST
+    /// table (dead row versions and free space included), read with
+    /// `pageinspect`.
     pub async fn database_bytes(&self) -> Vec<u8> {
         match &self.db {
             TestDb::Sqlite(path) => {
@@ -700,25 +704,68 @@ impl TestApp {
                 out
             }
             TestDb::Postgres { .. } => {
+                let dump = std::process::Command::new("pg_dump")
+                    .arg("--no-owner")
+                    .arg(self.db.url())
+                    .output()
+                    .expect("pg_dump runs");
+                assert!(
+                    dump.status.success(),
+                    "pg_dump: {}",
+                    String::from_utf8_lossy(&dump.stderr)
+                );
+                let mut out = dump.stdout;
                 let pool = sqlx::PgPool::connect(&self.db.url()).await.unwrap();
-                let tables: Vec<String> = sqlx::query_scalar(
-                    "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+                sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                let relations: Vec<(String, i32)> = sqlx::query_as(
+                    "SELECT c.oid::regclass::text, (pg_relation_size(c.oid) / current_setting('block_size')::int)::int
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname IN ('public', 'pg_toast') AND c.relkind IN ('r', 'i', 't', 'm')",
                 )
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-                let mut out = Vec::new();
-                for table in tables {
-                    let text: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                        "SELECT string_agg(t::text, '|') FROM {table} t"
-                    )))
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                    out.extend(text.unwrap_or_default().into_bytes());
+                assert!(relations.iter().any(|(name, _)| name == "outbox"));
+                for (relation, blocks) in relations {
+                    for block in 0..blocks {
+                        let page: Vec<u8> = sqlx::query_scalar("SELECT get_raw_page($1, $2)")
+                            .bind(&relation)
+                            .bind(block)
+                            .fetch_one(&pool)
+                            .await
+                            .unwrap();
+                        out.extend(page);
+                    }
                 }
                 pool.close().await;
                 out
+            }
+        }
+    }
+
+    /// The sealed texts the outbox holds now (nonce + ciphertext).
+    pub async fn sealed_texts(&self) -> Vec<Vec<u8>> {
+        match &self.db {
+            TestDb::Sqlite(_) => {
+                let pool = sqlx::SqlitePool::connect(&self.db.url()).await.unwrap();
+                let rows = sqlx::query_scalar("SELECT sealed FROM outbox WHERE sealed IS NOT NULL")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                rows
+            }
+            TestDb::Postgres { .. } => {
+                let pool = sqlx::PgPool::connect(&self.db.url()).await.unwrap();
+                let rows = sqlx::query_scalar("SELECT sealed FROM outbox_secrets")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                rows
             }
         }
     }

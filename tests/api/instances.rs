@@ -294,7 +294,8 @@ impl Cluster {
 
     async fn outbox(&self) -> Vec<OutboxRow> {
         sqlx::query(
-            "SELECT kind, to_number, status, sealed IS NULL AS erased, attempts, provider_id
+            "SELECT kind, to_number, status, attempts, provider_id,
+               NOT EXISTS (SELECT 1 FROM outbox_secrets s WHERE s.outbox_id = outbox.id) AS erased
              FROM outbox ORDER BY seq",
         )
         .fetch_all(&self.pool)

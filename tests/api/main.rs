@@ -17,6 +17,7 @@ mod directory;
 mod instances;
 mod load;
 mod policy;
+mod retention;
 mod start_and_end;
 mod telegram;
 mod webhook;

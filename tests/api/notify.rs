@@ -110,11 +110,12 @@ async fn a_reset_sends_the_temporary_password_through_notify() {
     assert_eq!(
         app.db
             .scalar(format!(
-                "SELECT COUNT(*) FROM outbox WHERE id = '{reference}' AND status = 'sent' AND sealed IS NULL"
+                "SELECT COUNT(*) FROM outbox WHERE id = '{reference}' AND status = 'sent'"
             ))
             .await,
         1
     );
+    assert!(app.sealed_texts().await.is_empty(), "secrets erased");
     let notice = &received[1];
     assert_eq!(notice["template_id"], TEMPLATE_NOTICE);
     assert_eq!(notice["personalisation"]["action"], "reset");
@@ -134,11 +135,8 @@ async fn a_wrong_notify_secret_is_a_final_failure_and_the_password_is_restored()
     let account = app.account(EMAIL);
     assert_eq!(account["has_password"], false, "{account}");
     assert_eq!(account["must_change_password"], false, "{account}");
-    assert_eq!(
-        app.count("outbox WHERE status = 'failed' AND sealed IS NULL")
-            .await,
-        2
-    );
+    assert_eq!(app.count("outbox WHERE status = 'failed'").await, 2);
+    assert!(app.sealed_texts().await.is_empty(), "secrets erased");
     let next = app.text("UNLOCK").await;
     assert!(
         next.contains("could not text your temporary password"),
