@@ -12,6 +12,7 @@ use crate::dialog;
 use crate::directory::builtin::BuiltinDirectory;
 use crate::directory::ldap::LdapDirectory;
 use crate::directory::{AccountDirectory, Directory};
+use crate::domain::SenderKey;
 use crate::engine::{Engine, EngineConfig};
 use crate::enrolment::{Enrolments, SqlEnrolments};
 use crate::hashing::Hasher;
@@ -38,21 +39,27 @@ pub struct Database {
 
 impl Database {
     /// Connect to `url` (`sqlite://…` or `postgres://…`), applying migrations.
+    /// Sender numbers, chat ids and message ids are stored as hashes under
+    /// `senders`.
     pub async fn connect(
         url: &str,
         allow_crown_dependencies: bool,
         hasher: Hasher,
+        senders: SenderKey,
     ) -> Result<Self, StoreError> {
         let (store, pool): (Arc<dyn Store>, SqlPool) = if url.starts_with("sqlite:") {
             let pool = crate::store::sqlite::connect(url).await?;
             (
-                Arc::new(crate::store::sqlite::SqliteStore::new(pool.clone())),
+                Arc::new(crate::store::sqlite::SqliteStore::new(
+                    pool.clone(),
+                    senders,
+                )),
                 SqlPool::Sqlite(pool),
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = crate::store::postgres::connect(url).await?;
             (
-                Arc::new(crate::store::postgres::PgStore::new(pool.clone(), url).await?),
+                Arc::new(crate::store::postgres::PgStore::new(pool.clone(), url, senders).await?),
                 SqlPool::Postgres(pool),
             )
         } else {
@@ -115,10 +122,15 @@ impl Services {
             &settings.dialogs_dir,
             &settings.language,
         )?);
+        let outbox_key = settings.outbox_key.clone().unwrap_or_else(|| {
+            tracing::warn!("OUTBOX_KEY is not set: using a random key for this run (texts still queued at exit cannot be sent, and conversations cannot be continued, after a restart)");
+            OutboxKey::generate()
+        });
         let database = Database::connect(
             &settings.database_url,
             settings.allow_crown_dependencies,
             Hasher::new(settings.hashing),
+            settings.sender_key_for(&outbox_key),
         )
         .await
         .with_context(|| "cannot open the database (DATABASE_URL)")?;
@@ -126,10 +138,6 @@ impl Services {
             Some(sms) => sms,
             None => sms_sender(settings)?,
         };
-        let outbox_key = settings.outbox_key.clone().unwrap_or_else(|| {
-            tracing::warn!("OUTBOX_KEY is not set: using a random key for this run (texts still queued at exit cannot be sent after a restart)");
-            OutboxKey::generate()
-        });
         let policy = UnlockPolicy {
             questions_to_ask: settings.questions_to_ask,
             sender_max_accounts: settings.sender_max_accounts,

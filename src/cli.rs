@@ -148,10 +148,17 @@ fn parse_email(raw: &str) -> anyhow::Result<Email> {
 }
 
 async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
+    // These commands never look a sender up; without any key a random one
+    // does no harm.
+    let outbox_key = settings
+        .outbox_key
+        .clone()
+        .unwrap_or_else(crate::sms::outbox::OutboxKey::generate);
     Database::connect(
         &settings.database_url,
         settings.allow_crown_dependencies,
         crate::hashing::Hasher::new(settings.hashing),
+        settings.sender_key_for(&outbox_key),
     )
     .await
     .context("cannot open the database (DATABASE_URL)")
@@ -165,7 +172,7 @@ pub async fn chat(services: &mut Services) -> anyhow::Result<()> {
     // and to the screen: it must never take a text meant for a real phone
     // from a database that `serve` also uses.
     let worker = services.worker.take().map(|mut w| {
-        w.only_conversation = Some(crate::channels::terminal::conversation_key().to_string());
+        w.only_conversation = Some(crate::channels::terminal::conversation_key());
         tokio::spawn(async move {
             w.run_borrowed(stop_rx).await;
             w

@@ -10,6 +10,7 @@ use chrono::Duration;
 use secrecy::SecretString;
 
 use crate::directory::ldap::{Flavour, LdapConfig};
+use crate::domain::SenderKey;
 use crate::retention::Retention;
 use crate::sms::notify::{DEFAULT_API_BASE as NOTIFY_DEFAULT_API_BASE, NotifySettings};
 use crate::sms::outbox::{OutboxKey, RetryPolicy};
@@ -107,6 +108,9 @@ pub struct Settings {
     /// Seals the secret part of queued texts. `None` only with the console
     /// provider (a random key is then made at start-up).
     pub outbox_key: Option<OutboxKey>,
+    /// Sender numbers, chat ids and message ids are stored as keyed hashes
+    /// under this key. `None`: derived from `OUTBOX_KEY`.
+    pub sender_key: Option<SenderKey>,
     pub outbox: RetryPolicy,
     /// The argon2id worker pool (`HASH_WORKERS`, `HASH_QUEUE_LIMIT`).
     pub hashing: crate::hashing::HashSettings,
@@ -130,6 +134,14 @@ pub enum LogFormat {
 }
 
 impl Settings {
+    /// The key sender hashes are made with: `SENDER_KEY`, or derived from
+    /// the outbox key in use.
+    pub fn sender_key_for(&self, outbox_key: &OutboxKey) -> SenderKey {
+        self.sender_key
+            .clone()
+            .unwrap_or_else(|| outbox_key.sender_key())
+    }
+
     /// Read the process environment (after loading `.env` if present).
     pub fn from_env() -> Result<Self, SettingsError> {
         let _ = dotenvy::dotenv();
@@ -477,9 +489,14 @@ impl Settings {
             ..Retention::default()
         };
 
+        let sender_key = get("SENDER_KEY")
+            .map(|hex| SenderKey::from_hex(&hex).map_err(|e| bad("SENDER_KEY", e.to_string())))
+            .transpose()?;
+
         Ok(Self {
             hashing,
             outbox_key,
+            sender_key,
             outbox,
             retention,
             telegram,
@@ -648,6 +665,14 @@ mod tests {
         assert_eq!(e.variable, "NOTIFY_TEMPLATE_NOTICE");
         let e = Settings::from_map(&env(&[("OUTBOX_KEY", "not-hex")])).unwrap_err();
         assert_eq!(e.variable, "OUTBOX_KEY");
+        let e = Settings::from_map(&env(&[("SENDER_KEY", "abcd")])).unwrap_err();
+        assert_eq!(e.variable, "SENDER_KEY");
+        assert!(
+            Settings::from_map(&env(&[("SENDER_KEY", &"ab".repeat(32))]))
+                .unwrap()
+                .sender_key
+                .is_some()
+        );
         let e = Settings::from_map(&env(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
         assert_eq!(e.variable, "DATABASE_URL");
         let e = Settings::from_map(&env(&[("QUESTIONS_TO_ASK", "many")])).unwrap_err();

@@ -18,6 +18,7 @@ pub mod email;
 pub mod last4;
 pub mod mobile;
 pub mod secret;
+pub mod sender_key;
 pub mod text;
 
 pub use conversation_key::{Channel, ConversationKey, KeyError};
@@ -33,3 +34,4 @@ pub use secret::{
     meets_password_policy, verify_answer, verify_answer_with, verify_password,
     verify_password_with,
 };
+pub use sender_key::{BadSenderKey, SenderKey};

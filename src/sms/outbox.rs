@@ -53,6 +53,12 @@ impl OutboxKey {
         Ok(Self(Zeroizing::new(array)))
     }
 
+    /// The key sender hashes are made with when no `SENDER_KEY` is set:
+    /// derived from this one, never this one itself.
+    pub fn sender_key(&self) -> crate::domain::SenderKey {
+        crate::domain::SenderKey::derive_from(self.0.as_slice())
+    }
+
     /// A fresh random key (for `unlockbot keygen`, and for the console
     /// provider when none is configured).
     pub fn generate() -> Self {
@@ -152,7 +158,7 @@ pub fn queue(
     key: &OutboxKey,
     mut sms: OutboundSms,
     account: &Email,
-    conversation_key: String,
+    masked_sender: String,
 ) -> Result<NewOutboxItem, OutboxError> {
     let id = uuid::Uuid::new_v4();
     sms.reference = id.to_string();
@@ -161,7 +167,7 @@ pub fn queue(
         kind: sms.kind,
         to: sms.to.as_e164().to_owned(),
         account: account.as_str().to_owned(),
-        conversation_key,
+        masked_sender,
         sealed: seal(key, id, &sms)?,
     })
 }
@@ -216,7 +222,7 @@ pub struct OutboxWorker {
     /// Rung when a turn queues a text.
     pub wake: Arc<Notify>,
     /// Deliver only this conversation's texts (the terminal chat).
-    pub only_conversation: Option<String>,
+    pub only_conversation: Option<crate::domain::ConversationKey>,
     /// How long inbound SMS ids are remembered (`INBOUND_ID_RETENTION_DAYS`).
     pub sms_ids_kept: Duration,
     /// What the maintenance sweep deletes, and how often it runs.
@@ -298,7 +304,7 @@ impl OutboxWorker {
                 self.clock.now(),
                 self.policy.lease,
                 1,
-                self.only_conversation.as_deref(),
+                self.only_conversation.as_ref(),
             )
             .await?
             .pop()
@@ -383,9 +389,14 @@ impl OutboxWorker {
         let audit = AuditEvent {
             at: now,
             channel: channel.to_owned(),
-            sender: crate::domain::ConversationKey::parse(&item.conversation_key)
-                .map(|k| k.masked_sender())
-                .unwrap_or_default(),
+            sender: if item.masked_sender.is_empty() {
+                // Queued before senders were hashed: the key is in clear.
+                crate::domain::ConversationKey::parse(&item.conversation_key)
+                    .map(|k| k.masked_sender())
+                    .unwrap_or_default()
+            } else {
+                item.masked_sender.clone()
+            },
             account: Some(item.account.clone()),
             event: "sms".to_owned(),
             outcome: format!("{}_failed", item.kind.as_str()),
@@ -438,7 +449,8 @@ mod tests {
             kind: new.kind,
             to: new.to.clone(),
             account: new.account.clone(),
-            conversation_key: new.conversation_key.clone(),
+            conversation_key: "sms:0123".into(),
+            masked_sender: new.masked_sender.clone(),
             sealed: new.sealed.clone(),
             attempts: 1,
             uncertain: false,
@@ -450,7 +462,7 @@ mod tests {
     fn sealed_text_round_trips_and_hides_the_secret() {
         let key = OutboxKey::generate();
         let email = Email::parse("a@nhs.net").unwrap();
-        let new = queue(&key, sms(), &email, "sms:+447811123456".into()).unwrap();
+        let new = queue(&key, sms(), &email, "+44*******456".into()).unwrap();
         assert!(!new.sealed.windows(12).any(|w| w == b"Abc123xyzDEF"));
         let opened = unseal(&key, &item(&new)).unwrap();
         assert_eq!(opened.body(), "Your password is Abc123xyzDEF");
@@ -462,7 +474,7 @@ mod tests {
     fn wrong_key_tampering_or_another_row_fail_to_open() {
         let key = OutboxKey::generate();
         let email = Email::parse("a@nhs.net").unwrap();
-        let new = queue(&key, sms(), &email, "sms:+447811123456".into()).unwrap();
+        let new = queue(&key, sms(), &email, "+44*******456".into()).unwrap();
         assert!(unseal(&OutboxKey::generate(), &item(&new)).is_err());
         let mut tampered = item(&new);
         let last = tampered.sealed.len() - 1;

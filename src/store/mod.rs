@@ -81,8 +81,10 @@ pub struct NewOutboxItem {
     /// E.164 of the registered mobile.
     pub to: String,
     pub account: String,
-    /// The conversation that caused it (told if delivery finally fails).
-    pub conversation_key: String,
+    /// The sender of the conversation that caused it, masked, for the audit
+    /// trail if delivery finally fails. The conversation itself (told of
+    /// such a failure) is the turn's, stored as a keyed hash.
+    pub masked_sender: String,
     /// Body and personalisation, encrypted (see `sms::outbox`).
     pub sealed: Vec<u8>,
 }
@@ -94,7 +96,10 @@ pub struct OutboxItem {
     pub kind: SmsKind,
     pub to: String,
     pub account: String,
+    /// The conversation that caused it, as stored: `channel:` and a keyed hash.
     pub conversation_key: String,
+    /// Its sender, masked (`+44*******456`).
+    pub masked_sender: String,
     pub sealed: Vec<u8>,
     /// Attempts including this one.
     pub attempts: u32,
@@ -229,7 +234,7 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
-        only: Option<&str>,
+        only: Option<&ConversationKey>,
     ) -> Result<Vec<OutboxItem>, StoreError>;
     /// The provider took the text: never send it again; erase its secret.
     async fn outbox_delivered(

@@ -16,7 +16,7 @@ use super::{
     AuditEvent, FailureCounts, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation,
     SweepCutoffs, Swept, TurnCommit, TurnTx,
 };
-use crate::domain::{Channel, ConversationKey, Email};
+use crate::domain::{Channel, ConversationKey, Email, SenderKey};
 use crate::sms::SmsKind;
 
 /// Connect to PostgreSQL at `url` and apply the migrations.
@@ -42,11 +42,13 @@ pub struct PgStore {
     /// hold every connection and wait for each other until the acquire
     /// timeout. More turns than this pool's connections simply queue.
     turns: PgPool,
+    /// Conversation keys and message ids are stored as keyed hashes.
+    senders: SenderKey,
 }
 
 impl PgStore {
     /// `pool` is shared with the directory; the turns' pool is opened here.
-    pub async fn new(pool: PgPool, url: &str) -> Result<Self, StoreError> {
+    pub async fn new(pool: PgPool, url: &str, senders: SenderKey) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
         let turns = PgPoolOptions::new()
             .max_connections(16)
@@ -55,7 +57,11 @@ impl PgStore {
             .acquire_timeout(StdDuration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, turns })
+        Ok(Self {
+            pool,
+            turns,
+            senders,
+        })
     }
 }
 
@@ -130,7 +136,9 @@ impl PgStore {
 
 struct PgTurn {
     tx: Transaction<'static, Postgres>,
+    /// The conversation, as stored (keyed hash).
     key: String,
+    senders: SenderKey,
 }
 
 #[async_trait]
@@ -140,8 +148,8 @@ impl TurnTx for PgTurn {
         Ok(sqlx::query_scalar(
             "SELECT reply FROM processed_messages WHERE channel = $1 AND message_id = $2",
         )
-        .bind(channel)
-        .bind(message_id)
+        .bind(&channel)
+        .bind(self.senders.message_id(&channel, message_id))
         .fetch_optional(&mut *self.tx)
         .await?)
     }
@@ -184,7 +192,11 @@ impl TurnTx for PgTurn {
     }
 
     async fn commit(self: Box<Self>, c: TurnCommit) -> Result<(), StoreError> {
-        let PgTurn { mut tx, key } = *self;
+        let PgTurn {
+            mut tx,
+            key,
+            senders: self_senders,
+        } = *self;
         let channel = key.split(':').next().unwrap_or_default().to_owned();
         match &c.state {
             Some(state) => {
@@ -211,7 +223,7 @@ impl TurnTx for PgTurn {
                  ON CONFLICT (channel, message_id) DO NOTHING",
             )
             .bind(&channel)
-            .bind(message_id)
+            .bind(self_senders.message_id(&channel, message_id))
             .bind(reply)
             .bind(c.now)
             .execute(&mut *tx)
@@ -260,14 +272,15 @@ impl TurnTx for PgTurn {
         }
         for item in &c.outbox {
             sqlx::query(
-                "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, status, next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
+                "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, masked_sender, status, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
             )
             .bind(item.id)
             .bind(item.kind.as_str())
             .bind(&item.to)
             .bind(&item.account)
-            .bind(&item.conversation_key)
+            .bind(&key)
+            .bind(&item.masked_sender)
             .bind(c.now)
             .execute(&mut *tx)
             .await?;
@@ -297,13 +310,17 @@ impl Store for PgStore {
     }
 
     async fn begin_turn(&self, key: &ConversationKey) -> Result<Box<dyn TurnTx>, StoreError> {
-        let key = key.to_string();
+        let key = self.senders.conversation(key);
         let mut tx = self.turns.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(&key)
             .execute(&mut *tx)
             .await?;
-        Ok(Box::new(PgTurn { tx, key }))
+        Ok(Box::new(PgTurn {
+            tx,
+            key,
+            senders: self.senders.clone(),
+        }))
     }
 
     async fn blocked_until(
@@ -439,7 +456,7 @@ impl Store for PgStore {
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
-        only: Option<&str>,
+        only: Option<&ConversationKey>,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(
             // The rows are chosen and locked once, in a CTE of their own: as
@@ -458,13 +475,13 @@ impl Store for PgStore {
                  uncertain_claim = (o.status = 'sending'),
                  status = 'sending', attempts = o.attempts + 1, lease_until = $2
                FROM next WHERE o.id = next.id
-               RETURNING o.id, o.seq, o.kind, o.to_number, o.account_email, o.conversation_key, o.attempts, o.uncertain_claim, o.created_at)
+               RETURNING o.id, o.seq, o.kind, o.to_number, o.account_email, o.conversation_key, o.masked_sender, o.attempts, o.uncertain_claim, o.created_at)
              SELECT c.*, s.sealed FROM claimed c LEFT JOIN outbox_secrets s ON s.outbox_id = c.id",
         )
         .bind(now)
         .bind(now + lease)
         .bind(i64::from(limit))
-        .bind(only)
+        .bind(only.map(|key| self.senders.conversation(key)))
         .fetch_all(&self.pool)
         .await?;
         // RETURNING comes in no particular order: send in queue order.
@@ -478,6 +495,7 @@ impl Store for PgStore {
                 to: r.get("to_number"),
                 account: r.get("account_email"),
                 conversation_key: r.get("conversation_key"),
+                masked_sender: r.get("masked_sender"),
                 sealed: r.get::<Option<Vec<u8>>, _>("sealed").unwrap_or_default(),
                 attempts: u32::try_from(r.get::<i32, _>("attempts")).unwrap_or(u32::MAX),
                 uncertain: r.get("uncertain_claim"),

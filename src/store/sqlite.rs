@@ -18,7 +18,7 @@ use super::{
     AuditEvent, FailureCounts, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation,
     SweepCutoffs, Swept, TurnCommit, TurnTx,
 };
-use crate::domain::{Channel, ConversationKey, Email};
+use crate::domain::{Channel, ConversationKey, Email, SenderKey};
 use crate::sms::SmsKind;
 use crate::sql::{from_millis, to_millis};
 
@@ -83,14 +83,17 @@ impl KeyLocks {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Conversation keys and message ids are stored as keyed hashes.
+    senders: SenderKey,
     locks: Arc<KeyLocks>,
     account_locks: Arc<KeyLocks>,
 }
 
 impl SqliteStore {
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(pool: SqlitePool, senders: SenderKey) -> Self {
         Self {
             pool,
+            senders,
             locks: Arc::default(),
             account_locks: Arc::default(),
         }
@@ -123,7 +126,9 @@ fn uuid_of(s: &str) -> uuid::Uuid {
 
 struct SqliteTurn {
     pool: SqlitePool,
+    /// The conversation, as stored (keyed hash).
     key: String,
+    senders: SenderKey,
     account_locks: Arc<KeyLocks>,
     _held: OwnedMutexGuard<()>,
     account_held: Option<OwnedMutexGuard<()>>,
@@ -136,8 +141,8 @@ impl TurnTx for SqliteTurn {
         Ok(sqlx::query_scalar(
             "SELECT reply FROM processed_messages WHERE channel = $1 AND message_id = $2",
         )
-        .bind(channel)
-        .bind(message_id)
+        .bind(&channel)
+        .bind(self.senders.message_id(&channel, message_id))
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -182,6 +187,7 @@ impl TurnTx for SqliteTurn {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = to_millis(c.now);
         let channel = self.key.split(':').next().unwrap_or_default().to_owned();
+        let self_senders = &self.senders;
         match &c.state {
             Some(state) => {
                 sqlx::query(
@@ -207,7 +213,7 @@ impl TurnTx for SqliteTurn {
                  ON CONFLICT (channel, message_id) DO NOTHING",
             )
             .bind(&channel)
-            .bind(message_id)
+            .bind(self_senders.message_id(&channel, message_id))
             .bind(reply)
             .bind(now)
             .execute(&mut *tx)
@@ -249,14 +255,15 @@ impl TurnTx for SqliteTurn {
         }
         for item in &c.outbox {
             sqlx::query(
-                "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, sealed, status, next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
+                "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, masked_sender, sealed, status, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)",
             )
             .bind(item.id.to_string())
             .bind(item.kind.as_str())
             .bind(&item.to)
             .bind(&item.account)
-            .bind(&item.conversation_key)
+            .bind(&self.key)
+            .bind(&item.masked_sender)
             .bind(&item.sealed)
             .bind(now)
             .execute(&mut *tx)
@@ -282,11 +289,12 @@ impl Store for SqliteStore {
     }
 
     async fn begin_turn(&self, key: &ConversationKey) -> Result<Box<dyn TurnTx>, StoreError> {
-        let key = key.to_string();
+        let key = self.senders.conversation(key);
         let held = self.locks.get(&key).lock_owned().await;
         Ok(Box::new(SqliteTurn {
             pool: self.pool.clone(),
             key,
+            senders: self.senders.clone(),
             account_locks: self.account_locks.clone(),
             _held: held,
             account_held: None,
@@ -427,7 +435,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
-        only: Option<&str>,
+        only: Option<&ConversationKey>,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
@@ -439,12 +447,12 @@ impl Store for SqliteStore {
                WHERE ((status = 'pending' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1))
                  AND ($4 IS NULL OR conversation_key = $4)
                ORDER BY created_at, rowid LIMIT $3)
-             RETURNING rowid AS seq, id, kind, to_number, account_email, conversation_key, sealed, attempts, uncertain_claim, created_at",
+             RETURNING rowid AS seq, id, kind, to_number, account_email, conversation_key, masked_sender, sealed, attempts, uncertain_claim, created_at",
         )
         .bind(to_millis(now))
         .bind(to_millis(now + lease))
         .bind(i64::from(limit))
-        .bind(only)
+        .bind(only.map(|key| self.senders.conversation(key)))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -459,6 +467,7 @@ impl Store for SqliteStore {
                 to: r.get("to_number"),
                 account: r.get("account_email"),
                 conversation_key: r.get("conversation_key"),
+                masked_sender: r.get("masked_sender"),
                 sealed: r.get::<Option<Vec<u8>>, _>("sealed").unwrap_or_default(),
                 attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
                 uncertain: r.get("uncertain_claim"),

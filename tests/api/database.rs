@@ -135,6 +135,7 @@ async fn a_claim_for_one_conversation_takes_no_other_texts() {
         &app.db.url(),
         false,
         Hasher::new(HashSettings::default()),
+        sender_key(),
     )
     .await
     .unwrap();
@@ -142,13 +143,23 @@ async fn a_claim_for_one_conversation_takes_no_other_texts() {
     let lease = chrono::Duration::seconds(60);
     let terminal = database
         .store
-        .claim_outbox(later, lease, 10, Some("terminal:local"))
+        .claim_outbox(
+            later,
+            lease,
+            10,
+            Some(&unlockbot::channels::terminal::conversation_key()),
+        )
         .await
         .unwrap();
     assert!(terminal.is_empty(), "{terminal:?}");
     let own = database
         .store
-        .claim_outbox(later, lease, 10, Some(&format!("sms:{USER_PHONE}")))
+        .claim_outbox(
+            later,
+            lease,
+            10,
+            Some(&unlockbot::domain::ConversationKey::parse(&format!("sms:{USER_PHONE}")).unwrap()),
+        )
         .await
         .unwrap();
     assert_eq!(own.len(), 1);
@@ -212,6 +223,7 @@ async fn old_inbound_replies_and_ids_are_pruned() {
         &app.db.url(),
         false,
         Hasher::new(HashSettings::default()),
+        sender_key(),
     )
     .await
     .unwrap();

@@ -281,6 +281,19 @@ impl Drop for TestDb {
 /// A fixed OUTBOX_KEY for tests.
 pub const OUTBOX_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
+/// The key sender hashes are made with in tests (derived from OUTBOX_KEY,
+/// as no SENDER_KEY is set).
+pub fn sender_key() -> unlockbot::domain::SenderKey {
+    unlockbot::sms::outbox::OutboxKey::from_hex(OUTBOX_KEY)
+        .unwrap()
+        .sender_key()
+}
+
+/// How a conversation key (`sms:+44…`) is stored.
+pub fn stored_key(key: &str) -> String {
+    sender_key().conversation(&unlockbot::domain::ConversationKey::parse(key).unwrap())
+}
+
 pub struct TestApp {
     pub address: String,
     pub db: TestDb,

@@ -385,7 +385,7 @@ impl Cluster {
     /// A stored conversation's state.
     async fn conversation(&self, phone: &str) -> Option<serde_json::Value> {
         sqlx::query_scalar("SELECT state FROM conversations WHERE conversation_key = $1")
-            .bind(format!("sms:{phone}"))
+            .bind(stored_key(&format!("sms:{phone}")))
             .fetch_optional(&self.pool)
             .await
             .unwrap()

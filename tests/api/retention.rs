@@ -16,7 +16,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// A reset whose texts wait in the outbox for a while (the provider fails
 /// once), then go: afterwards no file of the database holds the password,
-/// the text's wording around it, or any piece of the sealed rows.
+/// the text's wording around it, any piece of the sealed rows, or the
+/// number the user texted from.
 #[tokio::test]
 async fn after_a_reset_no_database_file_holds_the_password_or_the_sealed_texts() {
     let mut app = spawn_app().await;
@@ -53,6 +54,15 @@ async fn after_a_reset_no_database_file_holds_the_password_or_the_sealed_texts()
     assert!(
         !contains(&files, b"You must change it when you next sign in"),
         "the text's wording is in the database files"
+    );
+    assert!(
+        !contains(&files, &USER_PHONE.as_bytes()[3..]),
+        "the sender's number is in the database files"
+    );
+    let audit = app.audit();
+    assert!(
+        audit.iter().all(|e| e["sender"] == "+44*******456"),
+        "the audit keeps the masked sender: {audit:?}"
     );
     for blob in &sealed {
         // The nonce, and every 16-byte piece of the ciphertext.

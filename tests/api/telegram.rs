@@ -201,6 +201,14 @@ async fn full_unlock(polling: bool) {
             .all(|e| !e["sender"].as_str().unwrap().contains(&CHAT.to_string())),
         "chat id is masked in the audit"
     );
+    let files = app.database_bytes().await;
+    let chat_id = CHAT.to_string();
+    assert!(
+        !files
+            .windows(chat_id.len())
+            .any(|w| w == chat_id.as_bytes()),
+        "the chat id is stored only as a keyed hash"
+    );
 }
 
 #[tokio::test]
