@@ -644,7 +644,7 @@ async fn a_burst_of_one_message_on_both_instances_is_applied_once() {
         cluster
             .count(
                 "SELECT COUNT(*) FROM processed_messages WHERE message_id = $1",
-                &sid
+                &sender_key().message_id("sms", &sid)
             )
             .await,
         1
@@ -707,7 +707,7 @@ async fn a_burst_of_one_message_on_both_instances_is_applied_once() {
         cluster
             .count(
                 "SELECT COUNT(*) FROM processed_messages WHERE message_id = $1",
-                &sid
+                &sender_key().message_id("sms", &sid)
             )
             .await,
         1
@@ -828,7 +828,7 @@ async fn different_messages_of_one_conversation_on_two_instances_apply_one_after
             cluster
                 .count(
                     "SELECT COUNT(*) FROM processed_messages WHERE message_id = $1",
-                    sid
+                    &sender_key().message_id("sms", sid)
                 )
                 .await,
             1
