@@ -201,12 +201,12 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Failures counted since `since` against `account`, and how many of
-    /// them came from `sender` (a conversation key); and the number of
+    /// them came from `sender` (a conversation, compared by its keyed hash); and the number of
     /// other accounts `sender` has failed against since `sender_since`.
     async fn failure_counts(
         &self,
         account: &Email,
-        sender: &str,
+        sender: &ConversationKey,
         since: DateTime<Utc>,
         sender_since: DateTime<Utc>,
     ) -> Result<FailureCounts, StoreError>;

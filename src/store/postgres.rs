@@ -340,7 +340,7 @@ impl Store for PgStore {
     async fn failure_counts(
         &self,
         account: &Email,
-        sender: &str,
+        sender: &ConversationKey,
         since: DateTime<Utc>,
         sender_since: DateTime<Utc>,
     ) -> Result<FailureCounts, StoreError> {
@@ -351,7 +351,7 @@ impl Store for PgStore {
                (SELECT COUNT(DISTINCT account_email) FROM verification_failures WHERE sender = $2 AND failed_at > $4 AND account_email <> $1)",
         )
         .bind(account.as_str())
-        .bind(sender)
+        .bind(self.senders.conversation(sender))
         .bind(since)
         .bind(sender_since)
         .fetch_one(&self.pool)

@@ -319,7 +319,7 @@ impl Store for SqliteStore {
     async fn failure_counts(
         &self,
         account: &Email,
-        sender: &str,
+        sender: &ConversationKey,
         since: DateTime<Utc>,
         sender_since: DateTime<Utc>,
     ) -> Result<FailureCounts, StoreError> {
@@ -330,7 +330,7 @@ impl Store for SqliteStore {
                (SELECT COUNT(DISTINCT account_email) FROM verification_failures WHERE sender = $2 AND failed_at > $4 AND account_email <> $1)",
         )
         .bind(account.as_str())
-        .bind(sender)
+        .bind(self.senders.conversation(sender))
         .bind(to_millis(since))
         .bind(to_millis(sender_since))
         .fetch_one(&self.pool)

@@ -307,7 +307,7 @@ impl Unlock {
             .store
             .failure_counts(
                 email,
-                &turn.key.to_string(),
+                &turn.key,
                 turn.now - self.policy.failure_window,
                 turn.now - self.policy.sender_window,
             )

@@ -148,8 +148,9 @@ async fn failures_blocks_and_settled_texts_go_when_no_longer_needed() {
     let q2 = app.text_from("+447811000002", answer_for(&q1)).await;
     app.text_from("+447811000002", answer_for(&q2)).await;
     app.text_from("+447811000002", "2").await;
-    assert_eq!(app.sent_texts().await.len(), 2);
-    assert_eq!(app.count("outbox").await, 2);
+    // The block's notice to Jane's mobile, Bob's password and his notice.
+    assert_eq!(app.sent_texts().await.len(), 3);
+    assert_eq!(app.count("outbox").await, 3);
 
     app.text_from("+447811000003", "UNLOCK").await; // expires: the sign
     app.advance(chrono::Duration::hours(23));
@@ -160,7 +161,7 @@ async fn failures_blocks_and_settled_texts_go_when_no_longer_needed() {
         "still in the window"
     );
     assert_eq!(app.count("account_blocks").await, 1, "still blocked");
-    assert_eq!(app.count("outbox").await, 2, "kept for 24 hours");
+    assert_eq!(app.count("outbox").await, 3, "kept for 24 hours");
 
     app.text_from("+447811000003", "UNLOCK").await;
     app.advance(chrono::Duration::hours(2));
