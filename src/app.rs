@@ -6,6 +6,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::channels::sms_twilio;
 use crate::channels::telegram::{self, TelegramChannel};
 use crate::clock::{Clock, SystemClock};
 use crate::dialog;
@@ -309,21 +310,23 @@ impl Application {
             }
         }
         let state = AppState {
-            engine: services.engine.clone(),
             store: services.store.clone(),
             directory: services.directory.clone(),
-            twilio_auth_token: settings.twilio_auth_token.clone(),
-            twilio_account_sid: settings.twilio_account_sid.clone(),
-            accept_unsigned_sms: matches!(settings.sms, SmsProvider::Log),
-            public_base_url: settings.public_base_url.clone(),
-            telegram: webhook,
         };
+        let channels = sms_twilio::routes(sms_twilio::TwilioWebhook {
+            engine: services.engine.clone(),
+            auth_token: settings.twilio_auth_token.clone(),
+            account_sid: settings.twilio_account_sid.clone(),
+            accept_unsigned: matches!(settings.sms, SmsProvider::Log),
+            public_base_url: settings.public_base_url.clone(),
+        })
+        .merge(telegram::routes(webhook));
         let listener = TcpListener::bind(settings.bind_addr)
             .await
             .with_context(|| format!("cannot listen on {} (BIND_ADDR)", settings.bind_addr))?;
         Ok(Self {
             listener,
-            router: router(state, settings.request_timeout),
+            router: router(state, channels, settings.request_timeout),
             connections: settings.connections,
             services,
             background,

@@ -8,47 +8,34 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use secrecy::SecretString;
+use axum::routing::get;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::channels::sms_twilio;
-use crate::channels::telegram::{self, TelegramChannel};
 use crate::directory::Directory;
-use crate::engine::Engine;
 use crate::store::Store;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 32 * 1024;
 
+/// What the health routes need.
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
     /// The configured directory, for `/readyz`.
     pub directory: Arc<dyn Directory>,
-    pub twilio_auth_token: Option<SecretString>,
-    /// Inbound webhooks must name this account (`AccountSid`), when set.
-    pub twilio_account_sid: Option<String>,
-    /// Without an auth token, unsigned webhooks are taken only for local use
-    /// (the `log` provider); otherwise `/sms/twilio` answers 404.
-    pub accept_unsigned_sms: bool,
-    pub public_base_url: Option<String>,
-    /// The Telegram channel and its webhook secret, in webhook mode.
-    pub telegram: Option<(Arc<TelegramChannel>, SecretString)>,
 }
 
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+/// The whole router: health, and each channel's own routes.
+pub fn router(state: AppState, channels: Router, request_timeout: Duration) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route(sms_twilio::PATH, post(sms_twilio::webhook))
-        .route(telegram::WEBHOOK_PATH, post(telegram::webhook))
         .with_state(state)
+        .merge(channels)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(

@@ -15,8 +15,11 @@ use secrecy::ExposeSecret;
 use sha1::Sha1;
 
 use crate::domain::{Channel, ConversationKey, parse_any_e164};
-use crate::engine::Inbound;
-use crate::http::AppState;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::engine::{Engine, Inbound};
 
 pub const PATH: &str = "/sms/twilio";
 
@@ -155,21 +158,41 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, text).into_response()
 }
 
+/// What the SMS webhook needs; its routes are its own.
+#[derive(Clone)]
+pub struct TwilioWebhook {
+    pub engine: Arc<Engine>,
+    pub auth_token: Option<SecretString>,
+    /// Inbound webhooks must name this account (`AccountSid`), when set.
+    pub account_sid: Option<String>,
+    /// Without an auth token, unsigned webhooks are taken only for local use
+    /// (the `log` provider); otherwise the route answers 404.
+    pub accept_unsigned: bool,
+    pub public_base_url: Option<String>,
+}
+
+/// The SMS webhook's route.
+pub fn routes(state: TwilioWebhook) -> axum::Router {
+    axum::Router::new()
+        .route(PATH, axum::routing::post(webhook))
+        .with_state(state)
+}
+
 #[tracing::instrument(skip_all, fields(message_sid))]
 pub async fn webhook(
-    State(app): State<AppState>,
+    State(app): State<TwilioWebhook>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if app.twilio_auth_token.is_none() && !app.accept_unsigned_sms {
+    if app.auth_token.is_none() && !app.accept_unsigned {
         // No way to tell Twilio from a forger: the SMS channel is off.
         return plain(StatusCode::NOT_FOUND, "the SMS channel is not configured");
     }
     let Ok(params) = parse_form(&body) else {
         return plain(StatusCode::BAD_REQUEST, "malformed form body");
     };
-    if let Some(token) = &app.twilio_auth_token {
+    if let Some(token) = &app.auth_token {
         let base = app.public_base_url.as_deref().unwrap_or_default();
         let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(PATH);
         let url = format!("{base}{path_and_query}");
@@ -195,7 +218,7 @@ pub async fn webhook(
             "From, Body and MessageSid are required",
         );
     };
-    if let Some(account) = &app.twilio_account_sid
+    if let Some(account) = &app.account_sid
         && field("AccountSid") != Some(account.as_str())
     {
         tracing::warn!("refused a webhook for another Twilio account");

@@ -30,7 +30,6 @@ use tokio::sync::watch;
 use crate::domain::text::printable;
 use crate::domain::{Channel, ConversationKey};
 use crate::engine::{Engine, Inbound, Reply, TurnError};
-use crate::http::AppState;
 use crate::settings::TelegramBot;
 
 pub const WEBHOOK_PATH: &str = "/telegram/webhook";
@@ -461,8 +460,23 @@ impl TelegramChannel {
 
 /// `POST /telegram/webhook`: constant-time secret check, then parse, then
 /// handle. 503 when the turn could not be stored, so Telegram retries.
-pub async fn webhook(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((channel, secret)) = app.telegram.as_ref() else {
+/// The webhook mode's channel and secret token; `None` when not in webhook
+/// mode (the route then answers 404).
+pub type TelegramWebhook = Option<(Arc<TelegramChannel>, SecretString)>;
+
+/// The Telegram webhook's route.
+pub fn routes(state: TelegramWebhook) -> axum::Router {
+    axum::Router::new()
+        .route(WEBHOOK_PATH, axum::routing::post(webhook))
+        .with_state(state)
+}
+
+pub async fn webhook(
+    State(app): State<TelegramWebhook>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((channel, secret)) = app.as_ref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let given = headers
