@@ -607,39 +607,27 @@ impl Directory for LdapDirectory {
         let dn = command.account().locator.clone();
         match (self.config.flavour, command) {
             (Flavour::ActiveDirectory, AccountCommand::Unlock { .. }) => {
-                self.with_conn(move |ldap| {
-                    Box::pin(async move {
-                        ldap.modify(&dn, vec![Mod::Replace(b"lockoutTime".to_vec(), set(b"0"))])
-                            .await?
-                            .success()?;
-                        Ok(())
-                    })
-                })
-                .await
+                self.modify(dn, vec![Mod::Replace(b"lockoutTime".to_vec(), set(b"0"))])
+                    .await
             }
             (Flavour::ActiveDirectory, AccountCommand::SetTemporaryPassword { password, .. }) => {
                 let value = unicode_pwd(password.expose_secret());
                 // One modify: unlock, the password, then pwdLastSet = 0 (must
                 // change at next sign-in; setting the password sets
                 // pwdLastSet to now, so 0 must come after). All or nothing.
-                self.with_conn(move |ldap| {
-                    Box::pin(async move {
-                        ldap.modify(
-                            &dn,
-                            vec![
-                                Mod::Replace(b"lockoutTime".to_vec(), set(b"0")),
-                                Mod::Replace(b"unicodePwd".to_vec(), set(&value)),
-                                Mod::Replace(b"pwdLastSet".to_vec(), set(b"0")),
-                            ],
-                        )
-                        .await?
-                        .success()?;
-                        Ok(())
-                    })
-                })
+                self.modify(
+                    dn,
+                    vec![
+                        Mod::Replace(b"lockoutTime".to_vec(), set(b"0")),
+                        Mod::Replace(b"unicodePwd".to_vec(), set(&value)),
+                        Mod::Replace(b"pwdLastSet".to_vec(), set(b"0")),
+                    ],
+                )
                 .await
             }
-            (Flavour::OpenLdap, AccountCommand::Unlock { .. }) => self.openldap_unlock(dn).await,
+            (Flavour::OpenLdap, AccountCommand::Unlock { .. }) => {
+                self.openldap_unlock(dn, false).await
+            }
             (Flavour::OpenLdap, AccountCommand::SetTemporaryPassword { password, .. }) => {
                 let new = zeroize::Zeroizing::new(password.expose_secret().to_owned());
                 let target = dn.clone();
@@ -661,11 +649,11 @@ impl Directory for LdapDirectory {
                 // Then the lock and the must-change flag. Retried once: the
                 // password is already set, and a text must not follow
                 // unless the account can use it.
-                match self.openldap_unlock_and_reset_flag(dn.clone()).await {
+                match self.openldap_unlock(dn.clone(), true).await {
                     Ok(()) => Ok(()),
                     Err(first) => {
                         tracing::warn!(error = %first, "OpenLDAP: password set but unlock failed; retrying once");
-                        self.openldap_unlock_and_reset_flag(dn).await
+                        self.openldap_unlock(dn, true).await
                     }
                 }
             }
@@ -721,41 +709,30 @@ impl Directory for LdapDirectory {
 }
 
 impl LdapDirectory {
-    async fn openldap_unlock(&self, dn: String) -> Result<(), DirectoryError> {
+    /// One modify of one entry, all or nothing.
+    async fn modify(&self, dn: String, mods: Vec<Mod<Vec<u8>>>) -> Result<(), DirectoryError> {
         self.with_conn(move |ldap| {
             Box::pin(async move {
-                ldap.modify(
-                    &dn,
-                    vec![
-                        // Replace with no values deletes the attribute if
-                        // present; ppolicy then drops pwdFailureTime too.
-                        Mod::Replace(b"pwdAccountLockedTime".to_vec(), HashSet::new()),
-                    ],
-                )
-                .await?
-                .success()?;
+                ldap.modify(&dn, mods).await?.success()?;
                 Ok(())
             })
         })
         .await
     }
 
-    async fn openldap_unlock_and_reset_flag(&self, dn: String) -> Result<(), DirectoryError> {
-        self.with_conn(move |ldap| {
-            Box::pin(async move {
-                ldap.modify(
-                    &dn,
-                    vec![
-                        Mod::Replace(b"pwdAccountLockedTime".to_vec(), HashSet::new()),
-                        Mod::Replace(b"pwdReset".to_vec(), set(b"TRUE")),
-                    ],
-                )
-                .await?
-                .success()?;
-                Ok(())
-            })
-        })
-        .await
+    /// OpenLDAP unlock: replacing `pwdAccountLockedTime` with no values
+    /// deletes it if present, and ppolicy drops `pwdFailureTime` with it.
+    /// After a reset, also `pwdReset: TRUE` (ppolicy sets it by itself only
+    /// for a password administrator, which the service account is not).
+    async fn openldap_unlock(&self, dn: String, must_change: bool) -> Result<(), DirectoryError> {
+        let mut mods = vec![Mod::Replace(
+            b"pwdAccountLockedTime".to_vec(),
+            HashSet::new(),
+        )];
+        if must_change {
+            mods.push(Mod::Replace(b"pwdReset".to_vec(), set(b"TRUE")));
+        }
+        self.modify(dn, mods).await
     }
 }
 
