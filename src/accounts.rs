@@ -10,7 +10,9 @@ use std::io::Read;
 use chrono::{DateTime, Utc};
 
 use crate::directory::{AccountDirectory, AccountId, Directory, NewAccount};
-use crate::domain::{Answer, Email, PhoneError, RegisteredMobile, parse_registered_mobile};
+use crate::domain::{
+    Answer, AnswerHash, Email, PhoneError, RegisteredMobile, parse_registered_mobile,
+};
 use crate::enrolment::{Enrolments, NewQuestion};
 use crate::hashing::Hasher;
 
@@ -139,17 +141,30 @@ async fn hash_answers(hasher: &Hasher, row: ParsedRow) -> Result<NewAccount, Str
         mut account,
         answers,
     } = row;
+    account.questions = hash_questions(hasher, answers).await?;
+    Ok(account)
+}
+
+/// Hash one row's answers on the hashing workers, all at once (both
+/// importers).
+async fn hash_questions(
+    hasher: &Hasher,
+    answers: Vec<(String, Answer)>,
+) -> Result<Vec<(String, AnswerHash)>, String> {
     let hashes = futures::future::join_all(
         answers
             .into_iter()
             .map(|(question, answer)| async move { (question, hasher.hash_answer(answer).await) }),
     )
     .await;
-    for (n, (question, hash)) in hashes.into_iter().enumerate() {
-        let hash = hash.map_err(|e| format!("cannot hash answer{}: {e}", n + 1))?;
-        account.questions.push((question, hash));
-    }
-    Ok(account)
+    hashes
+        .into_iter()
+        .enumerate()
+        .map(|(n, (question, hash))| {
+            hash.map(|hash| (question, hash))
+                .map_err(|e| format!("cannot hash answer{}: {e}", n + 1))
+        })
+        .collect()
 }
 
 /// Store one account in the built-in directory and enrol its questions
@@ -486,17 +501,15 @@ pub async fn import_enrolments_csv(
             });
             continue;
         };
-        let mut questions = Vec::with_capacity(answers.len());
-        for (n, (question, answer)) in answers.into_iter().enumerate() {
-            let answer_hash = hasher
-                .hash_answer(answer)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot hash answer{}: {e}", n + 1))?;
-            questions.push(NewQuestion {
+        let questions: Vec<NewQuestion> = hash_questions(hasher, answers)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+            .into_iter()
+            .map(|(question, answer_hash)| NewQuestion {
                 question,
                 answer_hash,
-            });
-        }
+            })
+            .collect();
         enrolments
             .enrol(&account.account.id, &email, &questions, now)
             .await?;
