@@ -1028,7 +1028,12 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
     let hashes = tokio::task::spawn_blocking(|| {
         QUESTIONS
             .iter()
-            .map(|(q, a)| Ok(((*q).to_owned(), hash_answer(&Answer::new(a))?)))
+            .map(|(q, a)| {
+                Ok(unlockbot::directory::NewQuestion::hashed(
+                    *q,
+                    hash_answer(&Answer::new(a))?,
+                ))
+            })
             .collect::<Result<Vec<_>, unlockbot::domain::HashError>>()
     })
     .await??;

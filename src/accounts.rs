@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::directory::{AccountDirectory, AccountId, Directory, NewAccount};
 use crate::domain::{
-    Answer, AnswerHash, Email, PhoneError, RegisteredMobile, parse_registered_mobile,
+    Answer, AnswerSlot, AnswersKey, Email, PhoneError, RegisteredMobile, parse_registered_mobile,
 };
 use crate::enrolment::{Enrolments, NewQuestion};
 use crate::hashing::Hasher;
@@ -135,22 +135,63 @@ fn parse_answers(row: &Row<'_>, first: usize) -> Result<Vec<(String, Answer)>, S
     Ok(answers)
 }
 
-/// Hash a row's answers on the hashing workers, all at once.
-async fn hash_answers(hasher: &Hasher, row: ParsedRow) -> Result<NewAccount, String> {
+/// How the importers store answers: always as argon2id hashes (on the
+/// hashing workers), and also sealed under `ANSWERS_KEY` when it is set,
+/// so that an estate can switch `ANSWER_MODE` without anyone enrolling
+/// again.
+#[derive(Clone, Copy)]
+pub struct AnswerStorage<'a> {
+    pub hasher: &'a Hasher,
+    pub key: Option<&'a AnswersKey>,
+}
+
+impl<'a> AnswerStorage<'a> {
+    /// Hashes only.
+    pub fn hashed(hasher: &'a Hasher) -> Self {
+        Self { hasher, key: None }
+    }
+}
+
+/// Hash (and seal) a row's answers; the built-in directory enrols them
+/// under the account's email.
+async fn hash_answers(storage: AnswerStorage<'_>, row: ParsedRow) -> Result<NewAccount, String> {
     let ParsedRow {
         mut account,
         answers,
     } = row;
-    account.questions = hash_questions(hasher, answers).await?;
+    let owner = AccountId::new(account.email.as_str());
+    account.questions = hash_questions(storage, &owner, answers).await?;
     Ok(account)
 }
 
-/// Hash one row's answers on the hashing workers, all at once (both
-/// importers).
+/// Hash one row's answers on the hashing workers, all at once, and seal
+/// each under `ANSWERS_KEY` (if set) for the position it is enrolled at
+/// under `owner` (both importers).
 async fn hash_questions(
-    hasher: &Hasher,
+    storage: AnswerStorage<'_>,
+    owner: &AccountId,
     answers: Vec<(String, Answer)>,
-) -> Result<Vec<(String, AnswerHash)>, String> {
+) -> Result<Vec<NewQuestion>, String> {
+    let hasher = storage.hasher;
+    let mut sealed = Vec::with_capacity(answers.len());
+    for (position, (_, answer)) in (1_u32..).zip(&answers) {
+        sealed.push(
+            storage
+                .key
+                .map(|key| {
+                    key.seal(
+                        answer,
+                        AnswerSlot {
+                            owner: owner.as_str(),
+                            position,
+                            normalisation: crate::domain::AnswerNormalisation::CURRENT,
+                        },
+                    )
+                })
+                .transpose()
+                .map_err(|e| format!("cannot seal answer{position}: {e}"))?,
+        );
+    }
     let hashes = futures::future::join_all(
         answers
             .into_iter()
@@ -159,10 +200,15 @@ async fn hash_questions(
     .await;
     hashes
         .into_iter()
+        .zip(sealed)
         .enumerate()
-        .map(|(n, (question, hash))| {
-            hash.map(|hash| (question, hash))
-                .map_err(|e| format!("cannot hash answer{}: {e}", n + 1))
+        .map(|(n, ((question, hash), answer_sealed))| {
+            let answer_hash = hash.map_err(|e| format!("cannot hash answer{}: {e}", n + 1))?;
+            Ok(NewQuestion {
+                question,
+                answer_hash,
+                answer_sealed,
+            })
         })
         .collect()
 }
@@ -176,19 +222,11 @@ pub async fn save(
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     directory.upsert(account, now).await?;
-    let questions: Vec<NewQuestion> = account
-        .questions
-        .iter()
-        .map(|(question, answer_hash)| NewQuestion {
-            question: question.clone(),
-            answer_hash: answer_hash.clone(),
-        })
-        .collect();
     enrolments
         .enrol(
             &AccountId::new(account.email.as_str()),
             &account.email,
-            &questions,
+            &account.questions,
             now,
         )
         .await?;
@@ -337,7 +375,7 @@ impl LineIndex {
 pub async fn import_csv(
     directory: &dyn AccountDirectory,
     enrolments: &dyn Enrolments,
-    hasher: &Hasher,
+    answers: AnswerStorage<'_>,
     input: impl Read,
     allow_crown_dependencies: bool,
     now: DateTime<Utc>,
@@ -349,7 +387,7 @@ pub async fn import_csv(
     import_csv_resuming(
         directory,
         enrolments,
-        hasher,
+        answers,
         input,
         allow_crown_dependencies,
         now,
@@ -376,7 +414,7 @@ pub struct ImportRows<'a> {
 pub async fn import_csv_resuming(
     directory: &dyn AccountDirectory,
     enrolments: &dyn Enrolments,
-    hasher: &Hasher,
+    answers: AnswerStorage<'_>,
     input: impl Read,
     allow_crown_dependencies: bool,
     now: DateTime<Utc>,
@@ -387,7 +425,7 @@ pub async fn import_csv_resuming(
     let (columns, data) = read_csv(input, &COLUMNS)?;
     let mut index = [0usize; 12];
     index.copy_from_slice(&columns);
-    let in_flight = hasher.settings().workers * 2;
+    let in_flight = answers.hasher.settings().workers * 2;
     let mut report = ImportReport::default();
     let mut pending = FuturesOrdered::new();
     let skip = usize::try_from(rows.skip).unwrap_or(usize::MAX);
@@ -410,7 +448,7 @@ pub async fn import_csv_resuming(
             });
             pending.push_back(async move {
                 let account = match parsed {
-                    Ok(parsed) => hash_answers(hasher, parsed).await,
+                    Ok(parsed) => hash_answers(answers, parsed).await,
                     Err(reason) => Err(reason),
                 };
                 (line, account)
@@ -455,7 +493,7 @@ pub const ENROLMENT_COLUMNS: [&str; 7] = [
 pub async fn import_enrolments_csv(
     directory: &dyn Directory,
     enrolments: &dyn Enrolments,
-    hasher: &Hasher,
+    storage: AnswerStorage<'_>,
     input: impl Read,
     now: DateTime<Utc>,
 ) -> anyhow::Result<ImportReport> {
@@ -501,15 +539,9 @@ pub async fn import_enrolments_csv(
             });
             continue;
         };
-        let questions: Vec<NewQuestion> = hash_questions(hasher, answers)
+        let questions = hash_questions(storage, &account.account.id, answers)
             .await
-            .map_err(|e| anyhow::anyhow!(e))?
-            .into_iter()
-            .map(|(question, answer_hash)| NewQuestion {
-                question,
-                answer_hash,
-            })
-            .collect();
+            .map_err(|e| anyhow::anyhow!(e))?;
         enrolments
             .enrol(&account.account.id, &email, &questions, now)
             .await?;

@@ -141,6 +141,7 @@ impl Services {
         };
         let policy = UnlockPolicy {
             questions_to_ask: settings.questions_to_ask,
+            answer_mode: settings.answer_mode.clone(),
             sender_max_accounts: settings.sender_max_accounts,
             sender_window: settings.sender_window,
             verified_lifetime: settings.verified_lifetime,

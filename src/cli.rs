@@ -62,7 +62,7 @@ pub enum Command {
     /// Check the dialog files.
     #[command(subcommand)]
     Dialog(DialogCommand),
-    /// Print a fresh random OUTBOX_KEY.
+    /// Print a fresh random key (for OUTBOX_KEY, SENDER_KEY or ANSWERS_KEY).
     Keygen,
 }
 
@@ -237,7 +237,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = accounts::import_enrolments_csv(
                 directory.as_ref(),
                 database.enrolments.as_ref(),
-                &database.hasher,
+                accounts::AnswerStorage {
+                    hasher: &database.hasher,
+                    key: settings.answers_key.as_ref(),
+                },
                 input,
                 clock.now(),
             )
@@ -340,7 +343,10 @@ async fn accounts_command(
             let report = accounts::import_csv_resuming(
                 directory,
                 database.enrolments.as_ref(),
-                &database.hasher,
+                accounts::AnswerStorage {
+                    hasher: &database.hasher,
+                    key: settings.answers_key.as_ref(),
+                },
                 input,
                 settings.allow_crown_dependencies,
                 clock.now(),

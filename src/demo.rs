@@ -127,7 +127,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let questions = s
             .questions
             .iter()
-            .map(|(q, a)| Ok(((*q).to_owned(), hash_answer(&Answer::new(a))?)))
+            .map(|(q, a)| {
+                Ok(crate::directory::NewQuestion::hashed(
+                    *q,
+                    hash_answer(&Answer::new(a))?,
+                ))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let account = NewAccount {
             email: Email::parse(s.email)?,

@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::dialog::ConversationState;
 use crate::dialog::render::{Vars, render};
 use crate::dialog::spec::{AskStep, Dialog, InputKind, Outcome, Step};
-use crate::domain::{Answer, ConversationKey, Email, Last4};
+use crate::domain::{Answer, Characters, ConversationKey, Email, Last4};
 use crate::sms::SmsKind;
 use crate::store::{BlockRule, Store, StoreError, TurnCommit};
 use crate::unlock::Unlock;
@@ -86,6 +86,7 @@ fn parse_input(step: &AskStep, text: &str) -> Option<Input> {
             let answer = Answer::new(text);
             (!answer.is_empty()).then_some(Input::Answer(answer))
         }
+        InputKind::Characters => Characters::parse(text).ok().map(Input::Characters),
         // Only the options this step offers.
         InputKind::Option => text
             .trim()
@@ -483,7 +484,7 @@ impl Engine {
             parts.push(self.say(&step.prompt, turn).await?);
             return Ok(Some(turn.state.clone()));
         }
-        *input_was_secret = step.input == InputKind::Answer;
+        *input_was_secret = matches!(step.input, InputKind::Answer | InputKind::Characters);
         let input = if text.chars().count() > MAX_INPUT_CHARS {
             parts.push(self.say("message_too_long", turn).await?);
             None

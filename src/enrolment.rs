@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+pub use crate::directory::NewQuestion;
 use crate::directory::{AccountId, SecurityQuestion};
-use crate::domain::{AnswerHash, AnswerNormalisation, Email};
+use crate::domain::{AnswerHash, AnswerNormalisation, Email, SealedAnswer};
 use crate::sql::SqlPool;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,13 +20,6 @@ pub enum EnrolmentError {
         "a security answer was stored with normalisation {0}, which this version of unlockbot does not know (was the database written by a newer one?)"
     )]
     UnknownNormalisation(i64),
-}
-
-/// A question and the argon2id hash of its normalised answer.
-#[derive(Debug, Clone)]
-pub struct NewQuestion {
-    pub question: String,
-    pub answer_hash: AnswerHash,
 }
 
 /// A stored answer hash and the number of the normalisation it was made
@@ -66,11 +60,11 @@ impl SqlEnrolments {
     }
 }
 
-const SELECT_BY_ID: &str = "SELECT position, question, answer_hash, answer_normalisation FROM enrolments WHERE directory_id = $1 ORDER BY position";
-const SELECT_BY_EMAIL: &str = "SELECT position, question, answer_hash, answer_normalisation FROM enrolments WHERE directory_id = $1 AND email = $1 ORDER BY position";
+const SELECT_BY_ID: &str = "SELECT directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 ORDER BY position";
+const SELECT_BY_EMAIL: &str = "SELECT directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 AND email = $1 ORDER BY position";
 const DELETE: &str =
     "DELETE FROM enrolments WHERE directory_id = $1 OR (directory_id = $2 AND email = $2)";
-const INSERT: &str = "INSERT INTO enrolments (directory_id, email, position, question, answer_hash, answer_normalisation, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const INSERT: &str = "INSERT INTO enrolments (directory_id, email, position, question, answer_hash, answer_normalisation, answer_sealed, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 #[async_trait]
 impl Enrolments for SqlEnrolments {
@@ -93,6 +87,10 @@ impl Enrolments for SqlEnrolments {
             rows.into_iter()
                 .map(|q| {
                     Ok(SecurityQuestion {
+                        owner: q.get("directory_id"),
+                        answer_sealed: q
+                            .get::<Option<Vec<u8>>, _>("answer_sealed")
+                            .map(SealedAnswer::from_stored),
                         position: u32::try_from(q.get::<i32, _>("position")).unwrap_or_default(),
                         text: q.get("question"),
                         answer_hash: stored_answer(
@@ -127,6 +125,7 @@ impl Enrolments for SqlEnrolments {
                     .bind(&q.question)
                     .bind(&q.answer_hash.phc)
                     .bind(q.answer_hash.normalisation.as_stored())
+                    .bind(q.answer_sealed.as_ref().map(|s| s.as_bytes().to_vec()))
                     .bind(ts(now))
                     .execute(&mut *tx)
                     .await?;

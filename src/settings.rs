@@ -10,7 +10,7 @@ use chrono::Duration;
 use secrecy::SecretString;
 
 use crate::directory::ldap::{Flavour, LdapConfig};
-use crate::domain::SenderKey;
+use crate::domain::{AnswersKey, SenderKey};
 use crate::retention::Retention;
 use crate::sms::notify::{DEFAULT_API_BASE as NOTIFY_DEFAULT_API_BASE, NotifySettings};
 use crate::sms::outbox::{OutboxKey, RetryPolicy};
@@ -111,6 +111,12 @@ pub struct Settings {
     /// Sender numbers, chat ids and message ids are stored as keyed hashes
     /// under this key. `None`: derived from `OUTBOX_KEY`.
     pub sender_key: Option<SenderKey>,
+    /// How security answers are asked for (`ANSWER_MODE`); characters mode
+    /// carries `ANSWERS_KEY`.
+    pub answer_mode: crate::unlock::AnswerMode,
+    /// `ANSWERS_KEY`: with it, the importers also store every answer sealed
+    /// under it (whatever the mode).
+    pub answers_key: Option<AnswersKey>,
     pub outbox: RetryPolicy,
     /// The argon2id worker pool (`HASH_WORKERS`, `HASH_QUEUE_LIMIT`).
     pub hashing: crate::hashing::HashSettings,
@@ -493,10 +499,32 @@ impl Settings {
             .map(|hex| SenderKey::from_hex(&hex).map_err(|e| bad("SENDER_KEY", e.to_string())))
             .transpose()?;
 
+        let answers_key = get("ANSWERS_KEY")
+            .map(|hex| AnswersKey::from_hex(&hex).map_err(|e| bad("ANSWERS_KEY", e.to_string())))
+            .transpose()?;
+        let answer_mode = match (get("ANSWER_MODE").as_deref(), &answers_key) {
+            (None | Some("whole"), _) => crate::unlock::AnswerMode::Whole,
+            (Some("characters"), Some(key)) => crate::unlock::AnswerMode::Characters(key.clone()),
+            (Some("characters"), None) => {
+                return Err(bad(
+                    "ANSWERS_KEY",
+                    "required when ANSWER_MODE=characters: 64 hex characters (`unlockbot keygen` prints one), the key the answers were sealed with at import",
+                ));
+            }
+            (Some(other), _) => {
+                return Err(bad(
+                    "ANSWER_MODE",
+                    format!("'{other}' is not one of: whole, characters"),
+                ));
+            }
+        };
+
         Ok(Self {
             hashing,
             outbox_key,
             sender_key,
+            answer_mode,
+            answers_key,
             outbox,
             retention,
             telegram,
@@ -673,6 +701,25 @@ mod tests {
                 .sender_key
                 .is_some()
         );
+        let e = Settings::from_map(&env(&[("ANSWER_MODE", "characters")])).unwrap_err();
+        assert_eq!(e.variable, "ANSWERS_KEY");
+        let e = Settings::from_map(&env(&[("ANSWER_MODE", "letters")])).unwrap_err();
+        assert_eq!(e.variable, "ANSWER_MODE");
+        let e = Settings::from_map(&env(&[("ANSWERS_KEY", "abcd")])).unwrap_err();
+        assert_eq!(e.variable, "ANSWERS_KEY");
+        let key = "cd".repeat(32);
+        let s = Settings::from_map(&env(&[("ANSWERS_KEY", &key)])).unwrap();
+        assert!(matches!(s.answer_mode, crate::unlock::AnswerMode::Whole));
+        assert!(s.answers_key.is_some());
+        let s = Settings::from_map(&env(&[
+            ("ANSWER_MODE", "characters"),
+            ("ANSWERS_KEY", &key),
+        ]))
+        .unwrap();
+        assert!(matches!(
+            s.answer_mode,
+            crate::unlock::AnswerMode::Characters(_)
+        ));
         let e = Settings::from_map(&env(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
         assert_eq!(e.variable, "DATABASE_URL");
         let e = Settings::from_map(&env(&[("QUESTIONS_TO_ASK", "many")])).unwrap_err();

@@ -98,8 +98,16 @@ fn fact_sets() -> Vec<Vec<Fact>> {
     let mut out = Vec::new();
     for locked in [Fact::AccountLocked, Fact::AccountNotLocked] {
         for expired in [true, false] {
-            for (sso, waiting) in [(false, false), (true, false), (true, true)] {
+            for (sso, waiting, characters) in [
+                (false, false, false),
+                (true, false, false),
+                (true, true, false),
+                (false, false, true),
+            ] {
                 let mut set = vec![locked];
+                if characters {
+                    set.push(Fact::AnswersByCharacters);
+                }
                 if expired {
                     set.push(Fact::PasswordExpired);
                 }
@@ -312,6 +320,11 @@ pub fn longest_vars(wording: &Wording, settings: &BudgetSettings) -> Vars {
     vars.insert("question", filler.repeat(QUESTION_CHARS));
     vars.insert("question_number", settings.questions_to_ask.to_string());
     vars.insert("question_count", settings.questions_to_ask.to_string());
+    // Positions of characters asked for: at most two digits each.
+    let most = crate::domain::characters::MAX_POSITION.to_string();
+    for name in ["position_1", "position_2", "position_3"] {
+        vars.insert(name, most.clone());
+    }
     // The longest time and date this language writes: every month, a
     // two-digit day.
     let (mut time, mut date) = (String::new(), String::new());

@@ -33,6 +33,12 @@ pub struct ConversationState {
     /// How many of them have been answered.
     #[serde(default)]
     pub answered: usize,
+    /// `ANSWER_MODE=characters`: the positions (from 1) of the characters
+    /// asked for in the question now waiting, chosen afresh each time a
+    /// question is asked and kept here, so that a restart or another
+    /// instance checks the same ones. Not a secret: positions only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub positions: Vec<u32>,
     /// Whether every answer so far was right (revealed only at the end).
     #[serde(default)]
     pub answers_ok: bool,

@@ -25,6 +25,8 @@ pub enum InputKind {
     Email,
     Last4,
     Answer,
+    /// Three characters of an answer (`ANSWER_MODE=characters`).
+    Characters,
     Option,
 }
 
@@ -34,6 +36,7 @@ impl InputKind {
             "email" => Self::Email,
             "last4" => Self::Last4,
             "answer" => Self::Answer,
+            "characters" => Self::Characters,
             "option" => Self::Option,
             _ => return None,
         })
@@ -43,6 +46,7 @@ impl InputKind {
             Self::Email => "email",
             Self::Last4 => "last4",
             Self::Answer => "answer",
+            Self::Characters => "characters",
             Self::Option => "option",
         }
     }
@@ -55,6 +59,7 @@ pub enum ActionKind {
     LookupAccount,
     CheckMobileDigits,
     CheckAnswer,
+    CheckCharacters,
     ChooseOption,
 }
 
@@ -64,6 +69,7 @@ impl ActionKind {
             "lookup_account" => Self::LookupAccount,
             "check_mobile_digits" => Self::CheckMobileDigits,
             "check_answer" => Self::CheckAnswer,
+            "check_characters" => Self::CheckCharacters,
             "choose_option" => Self::ChooseOption,
             _ => return None,
         })
@@ -73,6 +79,7 @@ impl ActionKind {
             Self::LookupAccount => "lookup_account",
             Self::CheckMobileDigits => "check_mobile_digits",
             Self::CheckAnswer => "check_answer",
+            Self::CheckCharacters => "check_characters",
             Self::ChooseOption => "choose_option",
         }
     }
@@ -81,6 +88,7 @@ impl ActionKind {
             Self::LookupAccount => InputKind::Email,
             Self::CheckMobileDigits => InputKind::Last4,
             Self::CheckAnswer => InputKind::Answer,
+            Self::CheckCharacters => InputKind::Characters,
             Self::ChooseOption => InputKind::Option,
         }
     }
@@ -91,7 +99,7 @@ impl ActionKind {
             Self::CheckMobileDigits => {
                 &[Verified, Failed, Disabled, DirectoryDisabled, SenderPaused]
             }
-            Self::CheckAnswer => &[NextQuestion, Verified, Failed],
+            Self::CheckAnswer | Self::CheckCharacters => &[NextQuestion, Verified, Failed],
             Self::ChooseOption => &[
                 Failed,
                 VerificationExpired,
@@ -178,16 +186,19 @@ pub enum Fact {
     ResetWaiting,
     /// A temporary password is possible now.
     ResetAllowed,
+    /// Security answers are asked for by characters (`ANSWER_MODE`).
+    AnswersByCharacters,
 }
 
 impl Fact {
-    pub const ALL: [Fact; 6] = [
+    pub const ALL: [Fact; 7] = [
         Self::AccountLocked,
         Self::AccountNotLocked,
         Self::PasswordExpired,
         Self::SameSignOn,
         Self::ResetWaiting,
         Self::ResetAllowed,
+        Self::AnswersByCharacters,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -197,6 +208,7 @@ impl Fact {
             Self::SameSignOn => "same_sign_on",
             Self::ResetWaiting => "reset_waiting",
             Self::ResetAllowed => "reset_allowed",
+            Self::AnswersByCharacters => "answers_by_characters",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -223,6 +235,9 @@ pub const PLACEHOLDERS: &[&str] = &[
     "question",
     "question_number",
     "question_count",
+    "position_1",
+    "position_2",
+    "position_3",
     "reset_after",
     "password_expired_on",
     "until",
@@ -891,13 +906,13 @@ fn validate_flow(
                 err(
                     id,
                     format!(
-                        "unknown input kind '{input_name}' (known: email, last4, answer, option)"
+                        "unknown input kind '{input_name}' (known: email, last4, answer, characters, option)"
                     ),
                 )
             })?;
             let action_name = need("action", &raw_step.action)?;
             let action = ActionKind::parse(&action_name).ok_or_else(|| {
-                err(id, format!("unknown action '{action_name}' (known: lookup_account, check_mobile_digits, check_answer, choose_option)"))
+                err(id, format!("unknown action '{action_name}' (known: lookup_account, check_mobile_digits, check_answer, check_characters, choose_option)"))
             })?;
             if action.input() != input {
                 return Err(err(

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{AnswerHash, Email, RegisteredMobile, TempPassword};
+use crate::domain::{AnswerHash, Email, RegisteredMobile, SealedAnswer, TempPassword};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -115,12 +115,39 @@ pub enum Disabled {
     InDirectory,
 }
 
-/// An enrolled security question. The answer exists only as an argon2id hash.
+/// An enrolled security question. The answer exists as an argon2id hash
+/// and, when it was enrolled with `ANSWERS_KEY` set, sealed under that key
+/// (for `ANSWER_MODE=characters`); never in clear.
 #[derive(Debug, Clone)]
 pub struct SecurityQuestion {
+    /// The directory id the question is enrolled under, as stored (the
+    /// sealed answer is bound to it).
+    pub owner: String,
     pub position: u32,
     pub text: String,
     pub answer_hash: AnswerHash,
+    pub answer_sealed: Option<SealedAnswer>,
+}
+
+/// A question to enrol, with its answer's stored forms: the argon2id hash
+/// of the normalised answer, and the answer sealed under `ANSWERS_KEY`
+/// when that is set (for the position it will be enrolled at).
+#[derive(Debug, Clone)]
+pub struct NewQuestion {
+    pub question: String,
+    pub answer_hash: AnswerHash,
+    pub answer_sealed: Option<SealedAnswer>,
+}
+
+impl NewQuestion {
+    /// A question whose answer is kept only as a hash.
+    pub fn hashed(question: impl Into<String>, answer_hash: AnswerHash) -> Self {
+        Self {
+            question: question.into(),
+            answer_hash,
+            answer_sealed: None,
+        }
+    }
 }
 
 /// What the unlock flow needs to know about an account, as the directory
@@ -202,8 +229,8 @@ pub struct NewAccount {
     pub same_sign_on: bool,
     pub synced_at: Option<DateTime<Utc>>,
     pub locked: bool,
-    /// (question text, argon2id hash of the normalised answer)
-    pub questions: Vec<(String, AnswerHash)>,
+    /// In order: enrolled at positions 1, 2, 3.
+    pub questions: Vec<NewQuestion>,
 }
 
 impl NewAccount {

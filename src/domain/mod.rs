@@ -10,17 +10,24 @@
 //!   an account, parsed from whatever a spreadsheet produced.
 //! * [`Last4`]: the last four digits of a mobile, compared in constant time.
 //! * [`TempPassword`], [`Answer`] and the hashing helpers: secrets.
+//! * [`characters`]: answers asked for by characters, sealed under `ANSWERS_KEY`.
+//! * [`sealing`]: the one authenticated encryption (outbox texts, answers).
 //! * [`ConversationKey`]: who we are talking to, on which channel.
 //! * [`text`]: characters that must never reach a reply or an operator.
 
+pub mod characters;
 pub mod conversation_key;
 pub mod email;
 pub mod last4;
 pub mod mobile;
+pub mod sealing;
 pub mod secret;
 pub mod sender_key;
 pub mod text;
 
+pub use characters::{
+    AnswerCharacters, AnswerSlot, AnswersKey, Characters, CharactersError, SealedAnswer,
+};
 pub use conversation_key::{Channel, ConversationKey, KeyError};
 pub use email::{Email, EmailError};
 pub use last4::{Last4, Last4Error};

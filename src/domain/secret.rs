@@ -192,6 +192,21 @@ impl AnswerNormalisation {
         }
     }
 
+    /// The characters of `raw` one by one, as this normalisation reads
+    /// them: compatibility-composed, typographic punctuation plain (from
+    /// V2), lower-cased, whitespace dropped, and nothing trimmed (a full
+    /// stop asked for is a character like any other). Characters mode
+    /// compares a reply's characters read this way.
+    pub fn characters(self, raw: &str) -> Zeroizing<Vec<char>> {
+        use unicode_normalization::UnicodeNormalization;
+        let composed: Zeroizing<String> = match self {
+            Self::V1 => Zeroizing::new(raw.nfkc().collect()),
+            Self::V2 => Zeroizing::new(raw.nfkc().map(plain_punctuation).collect()),
+        };
+        let lower = Zeroizing::new(composed.to_lowercase());
+        Zeroizing::new(lower.chars().filter(|c| !c.is_whitespace()).collect())
+    }
+
     /// `raw` as this normalisation makes it.
     pub fn apply(self, raw: &str) -> Zeroizing<String> {
         use unicode_normalization::UnicodeNormalization;
@@ -257,7 +272,7 @@ impl Answer {
         self.normalised(AnswerNormalisation::CURRENT).is_empty()
     }
 
-    fn normalised(&self, how: AnswerNormalisation) -> Zeroizing<String> {
+    pub(crate) fn normalised(&self, how: AnswerNormalisation) -> Zeroizing<String> {
         how.apply(&self.0)
     }
 }

@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chrono::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -17,13 +15,14 @@ use zeroize::Zeroizing;
 use super::{OutboundSms, SendError, SmsKind, SmsSender};
 use crate::clock::Clock;
 use crate::directory::Directory;
+use crate::domain::sealing::SealingKey;
 use crate::domain::{Email, mask_phone_number, parse_uk_mobile};
 use crate::retention::Retention;
 use crate::store::{AuditEvent, NewOutboxItem, OutboxItem, ProcessedPrune, Store};
 
 /// `OUTBOX_KEY`: 32 bytes, given as 64 hex characters.
 #[derive(Clone)]
-pub struct OutboxKey(Zeroizing<[u8; 32]>);
+pub struct OutboxKey(SealingKey);
 
 impl std::fmt::Debug for OutboxKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,33 +44,25 @@ pub enum OutboxError {
 
 impl OutboxKey {
     pub fn from_hex(hex_key: &str) -> Result<Self, OutboxError> {
-        let bytes = Zeroizing::new(hex::decode(hex_key.trim()).map_err(|_| OutboxError::BadKey)?);
-        let array: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| OutboxError::BadKey)?;
-        Ok(Self(Zeroizing::new(array)))
+        SealingKey::from_hex(hex_key)
+            .map(Self)
+            .map_err(|_| OutboxError::BadKey)
     }
 
     /// The key sender hashes are made with when no `SENDER_KEY` is set:
     /// derived from this one, never this one itself.
     pub fn sender_key(&self) -> crate::domain::SenderKey {
-        crate::domain::SenderKey::derive_from(self.0.as_slice())
+        crate::domain::SenderKey::derive_from(self.0.bytes())
     }
 
     /// A fresh random key (for `unlockbot keygen`, and for the console
     /// provider when none is configured).
     pub fn generate() -> Self {
-        let key = chacha20poly1305::Key::generate();
-        Self(Zeroizing::new(key.into()))
+        Self(SealingKey::generate())
     }
 
     pub fn to_hex(&self) -> Zeroizing<String> {
-        Zeroizing::new(hex::encode(*self.0))
-    }
-
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(&chacha20poly1305::Key::from(*self.0))
+        self.0.to_hex()
     }
 }
 
@@ -103,40 +94,17 @@ pub fn seal(key: &OutboxKey, id: uuid::Uuid, sms: &OutboundSms) -> Result<Vec<u8
             .collect(),
     };
     let plain = Zeroizing::new(serde_json::to_vec(&content).map_err(|_| OutboxError::Seal)?);
-    let nonce = XNonce::generate();
-    let sealed = key
-        .cipher()
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: &plain,
-                aad: id.as_bytes(),
-            },
-        )
-        .map_err(|_| OutboxError::Seal)?;
-    let mut out = nonce.to_vec();
-    out.extend(sealed);
-    Ok(out)
+    key.0
+        .seal(&plain, id.as_bytes())
+        .map_err(|_| OutboxError::Seal)
 }
 
 /// Open a claimed item back into a text.
 pub fn unseal(key: &OutboxKey, item: &OutboxItem) -> Result<OutboundSms, OutboxError> {
-    if item.sealed.len() < 24 {
-        return Err(OutboxError::Unseal);
-    }
-    let (nonce, sealed) = item.sealed.split_at(24);
-    let nonce = XNonce::try_from(nonce).map_err(|_| OutboxError::Unseal)?;
-    let plain = Zeroizing::new(
-        key.cipher()
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: sealed,
-                    aad: item.id.as_bytes(),
-                },
-            )
-            .map_err(|_| OutboxError::Unseal)?,
-    );
+    let plain = key
+        .0
+        .open(&item.sealed, item.id.as_bytes())
+        .map_err(|_| OutboxError::Unseal)?;
     let content: SealedContent = serde_json::from_slice(&plain).map_err(|_| OutboxError::Unseal)?;
     let to = parse_uk_mobile(&item.to, true).map_err(|_| OutboxError::Unseal)?;
     Ok(OutboundSms {

@@ -13,8 +13,13 @@ pub mod turn;
 use crate::dialog::render::{Vars, render};
 use crate::dialog::spec::TEMP_PASSWORD_MESSAGE;
 use crate::dialog::{ActionKind, Dialog, Fact, Outcome};
-use crate::directory::{Account, AccountCommand, Directory, DirectoryError, Disabled};
-use crate::domain::{Answer, Channel, Email, Last4, RegisteredMobile, TempPassword, UkMobile};
+use crate::directory::{
+    Account, AccountCommand, Directory, DirectoryError, Disabled, SecurityQuestion,
+};
+use crate::domain::{
+    Answer, AnswerCharacters, AnswerSlot, AnswersKey, Channel, Characters, Email, Last4,
+    RegisteredMobile, TempPassword, UkMobile,
+};
 use crate::enrolment::Enrolments;
 use crate::hashing::Hasher;
 use crate::sms::outbox::{OutboxKey, queue};
@@ -22,11 +27,24 @@ use crate::sms::{OutboundSms, SmsKind};
 use crate::store::{FailureCounts, Store};
 use turn::{Input, KnownAccount, Turn, TurnError};
 
+/// How security answers are asked for (`ANSWER_MODE`).
+#[derive(Debug, Clone, Default)]
+pub enum AnswerMode {
+    /// The whole answer, checked against its argon2id hash.
+    #[default]
+    Whole,
+    /// Three characters at positions chosen at random, checked against the
+    /// answer sealed under `ANSWERS_KEY`. An answer too short for this, or
+    /// enrolled without the key, cannot be used.
+    Characters(AnswersKey),
+}
+
 /// The service's rules, with the published procedure's values as defaults.
 #[derive(Debug, Clone)]
 pub struct UnlockPolicy {
     /// Security questions asked per conversation, chosen at random.
     pub questions_to_ask: usize,
+    pub answer_mode: AnswerMode,
     pub temp_password_length: usize,
     /// Failed verifications within `failure_window` that block self-service.
     pub max_failures: u32,
@@ -50,6 +68,7 @@ impl Default for UnlockPolicy {
     fn default() -> Self {
         Self {
             questions_to_ask: 2,
+            answer_mode: AnswerMode::Whole,
             temp_password_length: 12,
             max_failures: 3,
             failure_window: Duration::hours(24),
@@ -101,6 +120,25 @@ impl UnlockPolicy {
 }
 
 pub use crate::dialog::spec::DEFAULT_CONTACT;
+
+/// The characters of an enrolled answer, opened from its seal under `key`;
+/// `None` when it was enrolled without `ANSWERS_KEY` or does not open
+/// (another key, or moved from another enrolment).
+fn characters_of(key: &AnswersKey, question: &SecurityQuestion) -> Option<AnswerCharacters> {
+    let sealed = question.answer_sealed.as_ref()?;
+    let slot = AnswerSlot {
+        owner: &question.owner,
+        position: question.position,
+        normalisation: question.answer_hash.normalisation,
+    };
+    match key.open(sealed, slot) {
+        Ok(characters) => Some(characters),
+        Err(e) => {
+            tracing::warn!(error = %e, position = question.position, "a sealed security answer did not open (is ANSWERS_KEY the key it was imported with?)");
+            None
+        }
+    }
+}
 
 /// How many temporary passwords are offered to a directory that refuses
 /// them under its password policy before the reset is given up.
@@ -189,6 +227,7 @@ impl Unlock {
             (ActionKind::LookupAccount, Input::Email(email)) => {
                 turn.state.email = Some(email);
                 turn.state.questions.clear();
+                turn.state.positions.clear();
                 turn.state.answered = 0;
                 turn.state.answers_ok = false;
                 turn.state.verified = false;
@@ -201,6 +240,9 @@ impl Unlock {
             }
             (ActionKind::CheckAnswer, Input::Answer(answer)) => {
                 self.check_answer(answer, turn).await
+            }
+            (ActionKind::CheckCharacters, Input::Characters(reply)) => {
+                self.check_characters(reply, turn).await
             }
             (ActionKind::ChooseOption, Input::Option(choice)) => self.choose(choice, turn).await,
             (action, _) => Err(TurnError::Internal(format!(
@@ -251,17 +293,51 @@ impl Unlock {
             turn.audit("verification", "failed:not_enough_questions");
             return Ok(Outcome::Failed);
         }
+        // Asked for by characters, only answers sealed under ANSWERS_KEY
+        // and long enough can be used; too few of them, and the account is
+        // sent to its Local Administrator as one without questions is.
+        let usable: Vec<u32> = match &self.policy.answer_mode {
+            AnswerMode::Whole => questions.iter().map(|q| q.position).collect(),
+            AnswerMode::Characters(key) => questions
+                .iter()
+                .filter(|q| characters_of(key, q).is_some_and(|c| c.usable()))
+                .map(|q| q.position)
+                .collect(),
+        };
+        if usable.len() < need {
+            turn.audit("verification", "failed:answers_not_usable_by_characters");
+            return Ok(Outcome::Failed);
+        }
         let mut rng = rand::rng();
-        let chosen = rand::seq::index::sample(&mut rng, questions.len(), need);
-        turn.state.questions = chosen.into_iter().map(|i| questions[i].position).collect();
+        let chosen = rand::seq::index::sample(&mut rng, usable.len(), need);
+        turn.state.questions = chosen.into_iter().map(|i| usable[i]).collect();
         turn.state.answered = 0;
         turn.state.answers_ok = true;
+        self.choose_positions(&questions, turn);
         turn.audit("verification", "digits_ok");
         Ok(Outcome::Verified)
     }
 
+    /// `ANSWER_MODE=characters`: choose afresh the positions asked for in
+    /// the question now to be asked (none in whole mode).
+    fn choose_positions(&self, questions: &[SecurityQuestion], turn: &mut Turn) {
+        turn.state.positions.clear();
+        let AnswerMode::Characters(key) = &self.policy.answer_mode else {
+            return;
+        };
+        let Some(position) = turn.state.questions.get(turn.state.answered) else {
+            return;
+        };
+        if let Some(characters) = questions
+            .iter()
+            .find(|q| q.position == *position)
+            .and_then(|q| characters_of(key, q))
+        {
+            turn.state.positions = characters.choose_positions();
+        }
+    }
+
     async fn check_answer(&self, answer: Answer, turn: &mut Turn) -> Result<Outcome, TurnError> {
-        let email = Self::email(turn)?;
         let account = self.account(turn).await?;
         let position = turn.state.questions.get(turn.state.answered).copied();
         let stored = account
@@ -272,11 +348,47 @@ impl Unlock {
             Some(stored) => self.hasher.verify_answer(answer, stored).await?,
             None => false,
         };
+        self.answered(right, account, turn).await
+    }
+
+    /// Characters of the answer to the question waiting, at the positions
+    /// asked for: checked against the answer sealed under `ANSWERS_KEY`.
+    async fn check_characters(
+        &self,
+        reply: Characters,
+        turn: &mut Turn,
+    ) -> Result<Outcome, TurnError> {
+        let account = self.account(turn).await?;
+        let position = turn.state.questions.get(turn.state.answered).copied();
+        let question = account
+            .as_ref()
+            .and_then(|a| a.questions.iter().find(|q| Some(q.position) == position));
+        let right = match (&self.policy.answer_mode, question) {
+            (AnswerMode::Characters(key), Some(q)) => characters_of(key, q).is_some_and(|c| {
+                c.usable() && c.matches(&turn.state.positions, &reply, q.answer_hash.normalisation)
+            }),
+            _ => false,
+        };
+        self.answered(right, account, turn).await
+    }
+
+    /// An answer (whole or by characters) has been checked: ask the next
+    /// question, or once all are answered, verify or count a failure.
+    async fn answered(
+        &self,
+        right: bool,
+        account: Option<KnownAccount>,
+        turn: &mut Turn,
+    ) -> Result<Outcome, TurnError> {
+        let email = Self::email(turn)?;
         turn.state.answers_ok &= right;
         turn.state.answered += 1;
         if turn.state.answered < turn.state.questions.len() {
+            let questions = account.map(|a| a.questions).unwrap_or_default();
+            self.choose_positions(&questions, turn);
             return Ok(Outcome::NextQuestion);
         }
+        turn.state.positions.clear();
         let counts = self.failure_counts(&email, turn).await?;
         let known = account.map(|a| a.account);
         if !turn.state.answers_ok {
@@ -572,6 +684,9 @@ impl Unlock {
     /// Facts about the named account, for the notes of a step.
     pub async fn facts(&self, turn: &mut Turn) -> Result<HashSet<Fact>, TurnError> {
         let mut facts = HashSet::new();
+        if matches!(self.policy.answer_mode, AnswerMode::Characters(_)) {
+            facts.insert(Fact::AnswersByCharacters);
+        }
         let Some(KnownAccount { account, .. }) = self.account(turn).await? else {
             return Ok(facts);
         };
@@ -620,6 +735,12 @@ impl Unlock {
             vars.insert("question", q.text.clone());
             vars.insert("question_number", (turn.state.answered + 1).to_string());
             vars.insert("question_count", count.to_string());
+        }
+        for (name, position) in ["position_1", "position_2", "position_3"]
+            .into_iter()
+            .zip(&turn.state.positions)
+        {
+            vars.insert(name, position.to_string());
         }
         if let Some(after) = self.policy.reset_waits_until(&account, turn.now) {
             vars.insert(

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::dialog::ConversationState;
 use crate::directory::{Account, DirectoryError, SecurityQuestion};
-use crate::domain::{Answer, ConversationKey, Email, Last4};
+use crate::domain::{Answer, Characters, ConversationKey, Email, Last4};
 use crate::enrolment::EnrolmentError;
 use crate::store::{AuditEvent, NewOutboxItem, StoreError};
 
@@ -54,6 +54,7 @@ pub enum Input {
     Email(Email),
     Last4(Last4),
     Answer(Answer),
+    Characters(Characters),
     Option(u8),
 }
 

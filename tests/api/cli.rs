@@ -367,7 +367,7 @@ async fn dialog_check_and_serve_refuse_a_transition_to_a_missing_step() {
     let app = spawn_app().await;
     let dir = broken_dialogs(&app, "flow.toml", |flow| {
         flow.replace(
-            "on.verified = \"ask_question\"\n",
+            "on.verified = \"questions\"\n",
             "on.verified = \"ask_questions\"\n",
         )
     });

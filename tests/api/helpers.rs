@@ -560,6 +560,11 @@ impl TestApp {
         self.start().await;
     }
 
+    /// Set a variable for the next (re)start of the server and for the CLI.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.insert(name.to_owned(), value.to_owned());
+    }
+
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }

@@ -9,6 +9,7 @@ mod notify;
 mod abuse;
 mod answers;
 mod bad_input;
+mod characters;
 mod chat;
 mod cli;
 mod conversation;

@@ -16,12 +16,18 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// A reset whose texts wait in the outbox for a while (the provider fails
 /// once), then go: afterwards no file of the database holds the password,
-/// the text's wording around it, any piece of the sealed rows, or the
-/// number the user texted from.
+/// the text's wording around it, any piece of the sealed rows, the number
+/// the user texted from, or any security answer (imported with
+/// `ANSWERS_KEY`, so stored both hashed and sealed).
 #[tokio::test]
 async fn after_a_reset_no_database_file_holds_the_password_or_the_sealed_texts() {
-    let mut app = spawn_app().await;
-    app.import(&[AccountRow::locked(EMAIL, REGISTERED)]).await;
+    use crate::characters::{ANSWERS_KEY, LONG_ANSWERS, answer_forms, row_with_long_answers};
+    let mut app = spawn_app_with(Options {
+        env: vec![("ANSWERS_KEY", ANSWERS_KEY.into())],
+    })
+    .await;
+    app.import(&[row_with_long_answers(EMAIL, REGISTERED)])
+        .await;
     wiremock::Mock::given(method("POST"))
         .and(path(messages_path()))
         .respond_with(twilio_error(500, 20500, "Internal Server Error"))
@@ -29,7 +35,19 @@ async fn after_a_reset_no_database_file_holds_the_password_or_the_sealed_texts()
         .with_priority(1)
         .mount(&app.twilio)
         .await;
-    app.verify(EMAIL, "3456").await;
+    let answer = |q: &str| {
+        LONG_ANSWERS
+            .iter()
+            .find(|(question, _)| q.contains(question))
+            .unwrap_or_else(|| panic!("no question in {q}"))
+            .1
+    };
+    app.text("UNLOCK").await;
+    app.text(EMAIL).await;
+    let q1 = app.text("3456").await;
+    let q2 = app.text(answer(&q1)).await;
+    let options = app.text(answer(&q2)).await;
+    assert!(options.contains("Reply 1"), "{options}");
     let done = app.text("2").await;
     assert!(done.contains("temporary password is on its way"), "{done}");
     app.outbox_settled().await; // both texts tried once, waiting to retry
@@ -58,6 +76,19 @@ async fn after_a_reset_no_database_file_holds_the_password_or_the_sealed_texts()
     assert!(
         !contains(&files, &USER_PHONE.as_bytes()[3..]),
         "the sender's number is in the database files"
+    );
+    for (_, answer) in LONG_ANSWERS {
+        for form in answer_forms(answer) {
+            assert!(
+                !contains(&files, form.as_bytes()),
+                "the answer {answer:?} is in the database files as {form:?}"
+            );
+        }
+    }
+    assert_eq!(
+        app.count("enrolments").await,
+        3,
+        "the answers were imported (hashed and sealed)"
     );
     let audit = app.audit();
     assert!(

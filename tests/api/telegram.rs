@@ -16,33 +16,11 @@ const CHAT: i64 = 555_000_111;
 const SECRET: &str = "webhook-secret_0123456789";
 
 async fn webhook_app() -> (TestApp, FakeTelegram) {
-    let fake = FakeTelegram::start().await;
-    let app = spawn_app_with(Options {
-        env: vec![
-            ("TELEGRAM_MODE", "webhook".into()),
-            ("TELEGRAM_BOT_TOKEN", BOT_TOKEN.into()),
-            ("TELEGRAM_WEBHOOK_SECRET", SECRET.into()),
-            ("TELEGRAM_API_URL", fake.url.clone()),
-        ],
-    })
-    .await;
-    app.import(&[AccountRow::locked(EMAIL, MOBILE)]).await;
-    (app, fake)
+    telegram_app_with(false, Vec::new(), AccountRow::locked(EMAIL, MOBILE)).await
 }
 
 async fn polling_app() -> (TestApp, FakeTelegram) {
-    let fake = FakeTelegram::start().await;
-    let app = spawn_app_with(Options {
-        env: vec![
-            ("TELEGRAM_MODE", "polling".into()),
-            ("TELEGRAM_BOT_TOKEN", BOT_TOKEN.into()),
-            ("TELEGRAM_API_URL", fake.url.clone()),
-            ("TELEGRAM_POLL_TIMEOUT_SECS", "1".into()),
-        ],
-    })
-    .await;
-    app.import(&[AccountRow::locked(EMAIL, MOBILE)]).await;
-    (app, fake)
+    telegram_app_with(true, Vec::new(), AccountRow::locked(EMAIL, MOBILE)).await
 }
 
 async fn telegram_app(polling: bool) -> (TestApp, FakeTelegram) {
@@ -51,6 +29,34 @@ async fn telegram_app(polling: bool) -> (TestApp, FakeTelegram) {
     } else {
         webhook_app().await
     }
+}
+
+/// A Telegram bot (webhook or polling) with more settings and `row`
+/// imported.
+async fn telegram_app_with(
+    polling: bool,
+    mut env: Vec<(&'static str, String)>,
+    row: AccountRow,
+) -> (TestApp, FakeTelegram) {
+    let fake = FakeTelegram::start().await;
+    env.extend([
+        ("TELEGRAM_BOT_TOKEN", BOT_TOKEN.into()),
+        ("TELEGRAM_API_URL", fake.url.clone()),
+    ]);
+    if polling {
+        env.extend([
+            ("TELEGRAM_MODE", "polling".into()),
+            ("TELEGRAM_POLL_TIMEOUT_SECS", "1".into()),
+        ]);
+    } else {
+        env.extend([
+            ("TELEGRAM_MODE", "webhook".into()),
+            ("TELEGRAM_WEBHOOK_SECRET", SECRET.into()),
+        ]);
+    }
+    let app = spawn_app_with(Options { env }).await;
+    app.import(&[row]).await;
+    (app, fake)
 }
 
 async fn post_update(app: &TestApp, secret: Option<&str>, update: &Value) -> u16 {
@@ -474,6 +480,45 @@ async fn answer_deletion(polling: bool) {
             .iter()
             .all(|c| c.body["chat_id"] == json!(CHAT))
     );
+}
+
+/// ANSWER_MODE=characters over Telegram: three characters per question,
+/// the replies deleted like answers.
+async fn characters_unlock(polling: bool) {
+    use crate::characters::{characters_mode, reply_to, row_with_long_answers};
+    let (app, fake) = telegram_app_with(
+        polling,
+        characters_mode().env,
+        row_with_long_answers(EMAIL, MOBILE),
+    )
+    .await;
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
+    chat.say("/start").await; // message 2
+    chat.say(EMAIL).await; // 3
+    let q1 = chat.say("3456").await; // 4
+    assert!(q1.contains("Enter characters"), "{q1}");
+    let q2 = chat.say(&reply_to(&q1, 0)).await; // 5
+    assert!(q2.contains("question 2 of 2"), "{q2}");
+    let options = chat.say(&reply_to(&q2, 2)).await; // 6
+    assert!(options.contains("Your account is locked"), "{options}");
+    let done = chat.press("option:1").await;
+    assert!(done.contains("Your account is unlocked"), "{done}");
+    assert_eq!(app.account(EMAIL)["locked"], false);
+    eventually("the replies with characters are deleted", || async {
+        let deleted = deleted_message_ids(&fake);
+        deleted.contains(&5) && deleted.contains(&6)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn webhook_a_partial_character_conversation_unlocks_an_account() {
+    characters_unlock(false).await;
+}
+
+#[tokio::test]
+async fn polling_a_partial_character_conversation_unlocks_an_account() {
+    characters_unlock(true).await;
 }
 
 #[tokio::test]
