@@ -48,8 +48,34 @@ impl Database {
         hasher: Hasher,
         senders: SenderKey,
     ) -> Result<Self, StoreError> {
+        Self::open(url, true, allow_crown_dependencies, hasher, senders).await
+    }
+
+    /// [`Database::connect`] to a database that must exist already (for
+    /// commands that only read: an SQLite file is never created by them; a
+    /// PostgreSQL server says itself that the database does not exist).
+    pub async fn connect_existing(
+        url: &str,
+        allow_crown_dependencies: bool,
+        hasher: Hasher,
+        senders: SenderKey,
+    ) -> Result<Self, StoreError> {
+        Self::open(url, false, allow_crown_dependencies, hasher, senders).await
+    }
+
+    async fn open(
+        url: &str,
+        create: bool,
+        allow_crown_dependencies: bool,
+        hasher: Hasher,
+        senders: SenderKey,
+    ) -> Result<Self, StoreError> {
         let (store, pool): (Arc<dyn Store>, SqlPool) = if url.starts_with("sqlite:") {
-            let pool = crate::store::sqlite::connect(url).await?;
+            let pool = if create {
+                crate::store::sqlite::connect(url).await?
+            } else {
+                crate::store::sqlite::connect_existing(url).await?
+            };
             (
                 Arc::new(crate::store::sqlite::SqliteStore::new(
                     pool.clone(),
@@ -219,13 +245,80 @@ pub fn sms_sender(settings: &Settings) -> anyhow::Result<Arc<dyn SmsSender>> {
         SmsProvider::Twilio(t) => Arc::new(
             TwilioSender::new(
                 &t.api_base,
-                t.account_sid.clone(),
+                t.account_sid.as_str().to_owned(),
                 t.auth_token.clone(),
-                t.from_number.clone(),
+                t.from_number.as_str().to_owned(),
             )
             .context("cannot build the HTTP client for Twilio")?,
         ),
     })
+}
+
+/// Say at start-up which provider, channels and checks are on, so that an
+/// operator can tell why a webhook is accepted or refused. No secret is
+/// printed: only which variable is in use.
+pub fn log_checks(settings: &Settings) {
+    let provider = match &settings.sms {
+        SmsProvider::Log => {
+            "log: texts, temporary passwords included, are printed on the console (local use only)"
+                .to_owned()
+        }
+        SmsProvider::Twilio(t) => format!(
+            "twilio: texts sent from {} through {} with account {}",
+            t.from_number.as_str(),
+            t.api_base,
+            t.account_sid.masked()
+        ),
+        SmsProvider::Notify(n) => {
+            format!("notify: texts sent through GOV.UK Notify at {}", n.api_base)
+        }
+    };
+    tracing::info!(sms_provider = %provider, "start-up: SMS provider");
+    let webhook = sms_twilio::PATH;
+    match (&settings.twilio_auth_token, &settings.sms) {
+        (Some(_), sms) => {
+            let account = settings
+                .twilio_account_sid
+                .as_ref()
+                .map(|sid| sid.masked())
+                .unwrap_or_default();
+            tracing::info!(
+                "start-up: inbound SMS webhook {webhook}: signature checking ON (X-Twilio-Signature with TWILIO_AUTH_TOKEN, over {}{webhook}; AccountSid must be {account}); unsigned or wrongly signed requests are refused (403)",
+                settings.public_base_url.as_deref().unwrap_or_default()
+            );
+            if matches!(sms, SmsProvider::Log) {
+                tracing::warn!(
+                    "start-up: SMS_PROVIDER=log but TWILIO_AUTH_TOKEN is set: inbound webhooks are still signature-checked, so unsigned local requests are refused (403); remove TWILIO_AUTH_TOKEN to try the webhook locally"
+                );
+            }
+        }
+        (None, SmsProvider::Log) => tracing::warn!(
+            "start-up: inbound SMS webhook {webhook}: signature checking OFF (TWILIO_AUTH_TOKEN is not set): unsigned requests are accepted (local use only)"
+        ),
+        (None, _) => tracing::info!(
+            "start-up: inbound SMS webhook {webhook}: OFF, answers 404 (TWILIO_AUTH_TOKEN is not set)"
+        ),
+    }
+    match &settings.telegram {
+        TelegramMode::Off => tracing::info!("start-up: Telegram: off"),
+        TelegramMode::Webhook { .. } => tracing::info!(
+            "start-up: Telegram: webhook {}: every update must carry TELEGRAM_WEBHOOK_SECRET in X-Telegram-Bot-Api-Secret-Token (403 otherwise)",
+            telegram::WEBHOOK_PATH
+        ),
+        TelegramMode::Polling { .. } => {
+            tracing::info!("start-up: Telegram: polling getUpdates (no webhook)")
+        }
+    }
+    match &settings.directory {
+        DirectoryChoice::Builtin => {
+            tracing::info!("start-up: directory: builtin (accounts in the bot's own database)")
+        }
+        DirectoryChoice::Ldap(config) => tracing::info!(
+            "start-up: directory: ldap ({:?}) at {}",
+            config.flavour,
+            config.url
+        ),
+    }
 }
 
 /// A bound, not yet running, HTTP server (and the Telegram poller, if any).
@@ -252,15 +345,7 @@ impl Application {
         sms: Option<Arc<dyn SmsSender>>,
     ) -> anyhow::Result<Self> {
         let mut services = Services::build(&settings, clock, sms).await?;
-        match (&settings.twilio_auth_token, &settings.sms) {
-            (Some(_), _) => {}
-            (None, SmsProvider::Log) => tracing::warn!(
-                "TWILIO_AUTH_TOKEN is not set: inbound SMS webhooks are NOT signature-checked (local use only)"
-            ),
-            (None, _) => {
-                tracing::info!("TWILIO_AUTH_TOKEN is not set: the inbound SMS webhook is off (404)")
-            }
-        }
+        log_checks(&settings);
         let mut background: Vec<BackgroundTask> = Vec::new();
         if let Some(worker) = services.worker.take() {
             background.push(Box::new(move |stop| tokio::spawn(worker.run(stop))));
@@ -317,7 +402,10 @@ impl Application {
         let channels = sms_twilio::routes(sms_twilio::TwilioWebhook {
             engine: services.engine.clone(),
             auth_token: settings.twilio_auth_token.clone(),
-            account_sid: settings.twilio_account_sid.clone(),
+            account_sid: settings
+                .twilio_account_sid
+                .as_ref()
+                .map(|sid| sid.as_str().to_owned()),
             accept_unsigned: matches!(settings.sms, SmsProvider::Log),
             public_base_url: settings.public_base_url.clone(),
         })

@@ -147,21 +147,62 @@ fn parse_email(raw: &str) -> anyhow::Result<Email> {
     Email::parse(raw).map_err(|e| anyhow::anyhow!("'{raw}' is not a valid email address: {e}"))
 }
 
-async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
+/// Whether a command may create the database it is pointed at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// Import: creates the database (and applies migrations).
+    Creating,
+    /// Show, list, audit, lock, verify: a database that does not exist is
+    /// an error naming it, and is not created.
+    Existing,
+}
+
+async fn open_database(settings: &Settings, open: Open) -> anyhow::Result<Database> {
     // These commands never look a sender up; without any key a random one
     // does no harm.
     let outbox_key = settings
         .outbox_key
         .clone()
         .unwrap_or_else(crate::sms::outbox::OutboxKey::generate);
-    Database::connect(
+    let (url, hasher, senders) = (
         &settings.database_url,
-        settings.allow_crown_dependencies,
         crate::hashing::Hasher::new(settings.hashing),
         settings.sender_key_for(&outbox_key),
-    )
-    .await
-    .context("cannot open the database (DATABASE_URL)")
+    );
+    let allow = settings.allow_crown_dependencies;
+    match open {
+        Open::Creating => Database::connect(url, allow, hasher, senders).await,
+        Open::Existing => Database::connect_existing(url, allow, hasher, senders).await,
+    }
+    .with_context(|| format!("cannot open the database {} (DATABASE_URL)", shown_url(url)))
+}
+
+/// A database URL as it may be printed: without its password.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// An error and its causes on one line, each said once (a database error
+/// repeats its cause in its own message, which would print it three times).
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// A terminal conversation, with the outbox worker delivering texts to the
@@ -231,7 +272,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => demo::run(settings).await?,
         Command::Accounts(command) => return accounts_command(&settings, command, &clock).await,
         Command::Enrolment(EnrolmentCommand::Import { file }) => {
-            let database = open_database(&settings).await?;
+            let database = open_database(&settings, Open::Creating).await?;
             let directory = database.directory(&settings).await?;
             let input = open_input(&file)?;
             let report = accounts::import_enrolments_csv(
@@ -254,7 +295,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "DIRECTORY=builtin: accounts are in the bot's own database ({})",
                     settings.database_url
                 );
-                let database = open_database(&settings).await?;
+                let database = open_database(&settings, Open::Existing).await?;
                 let found = database.builtin.find(&email).await?;
                 println!(
                     "{email}: {}",
@@ -285,7 +326,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Audit { json } => {
-            let events = open_database(&settings).await?.store.audit_events().await?;
+            let events = open_database(&settings, Open::Existing)
+                .await?
+                .store
+                .audit_events()
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&events)?);
             } else {
@@ -328,7 +373,11 @@ async fn accounts_command(
     command: AccountsCommand,
     clock: &dyn Clock,
 ) -> anyhow::Result<ExitCode> {
-    let database = open_database(settings).await?;
+    let open = match command {
+        AccountsCommand::Import { .. } => Open::Creating,
+        _ => Open::Existing,
+    };
+    let database = open_database(settings, open).await?;
     let directory: &dyn AccountDirectory = database.builtin.as_ref();
     match command {
         AccountsCommand::Import { file } => {

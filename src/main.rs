@@ -8,7 +8,7 @@ async fn main() -> ExitCode {
     match unlockbot::cli::run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("unlockbot: {e:#}");
+            eprintln!("unlockbot: {}", unlockbot::cli::error_message(&e));
             ExitCode::from(2)
         }
     }

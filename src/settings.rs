@@ -7,13 +7,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chrono::Duration;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::directory::ldap::{Flavour, LdapConfig};
 use crate::domain::{AnswersKey, SenderKey};
 use crate::retention::Retention;
 use crate::sms::notify::{DEFAULT_API_BASE as NOTIFY_DEFAULT_API_BASE, NotifySettings};
 use crate::sms::outbox::{OutboxKey, RetryPolicy};
+
+mod credentials;
+pub use credentials::{Credential, E164Number, TwilioAccountSid, is_placeholder};
 
 /// The default database: an SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://unlockbot.sqlite";
@@ -44,9 +47,9 @@ pub enum SmsProvider {
 
 #[derive(Debug, Clone)]
 pub struct TwilioSettings {
-    pub account_sid: String,
+    pub account_sid: TwilioAccountSid,
     pub auth_token: SecretString,
-    pub from_number: String,
+    pub from_number: E164Number,
     pub api_base: String,
 }
 
@@ -85,7 +88,7 @@ pub struct Settings {
     /// Checks `X-Twilio-Signature` on inbound webhooks when set.
     pub twilio_auth_token: Option<SecretString>,
     /// The account inbound webhooks must name (`TWILIO_ACCOUNT_SID`).
-    pub twilio_account_sid: Option<String>,
+    pub twilio_account_sid: Option<TwilioAccountSid>,
     pub idle_timeout: Duration,
     /// How long inbound SMS ids are remembered, so that a replayed request
     /// is never processed twice (`INBOUND_ID_RETENTION_DAYS`).
@@ -150,7 +153,13 @@ impl Settings {
 
     /// Read the process environment (after loading `.env` if present).
     pub fn from_env() -> Result<Self, SettingsError> {
-        let _ = dotenvy::dotenv();
+        // A `.env` that cannot be parsed would otherwise be read only up to
+        // the bad line, silently.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(bad(".env", dotenv_problem(&e))),
+        }
         Self::from_map(&std::env::vars().collect())
     }
 
@@ -184,6 +193,24 @@ impl Settings {
             }
         };
 
+        // A secret that is set must not be a placeholder copied from an
+        // example; one that is empty counts as not set.
+        let credential = |name: &'static str| -> Result<Option<SecretString>, SettingsError> {
+            get(name)
+                .map(|v| {
+                    Credential::parse(&v)
+                        .map(Credential::into_secret)
+                        .map_err(|e| bad(name, e))
+                })
+                .transpose()
+        };
+        let twilio_account_sid = get("TWILIO_ACCOUNT_SID")
+            .map(|v| TwilioAccountSid::parse(&v).map_err(|e| bad("TWILIO_ACCOUNT_SID", e)))
+            .transpose()?;
+        let twilio_from_number = get("TWILIO_FROM_NUMBER")
+            .map(|v| E164Number::parse(&v).map_err(|e| bad("TWILIO_FROM_NUMBER", e)))
+            .transpose()?;
+
         let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         if !["sqlite:", "postgres:", "postgresql:"]
             .iter()
@@ -213,7 +240,7 @@ impl Settings {
             }
         };
 
-        let twilio_auth_token = get("TWILIO_AUTH_TOKEN").map(SecretString::from);
+        let twilio_auth_token = credential("TWILIO_AUTH_TOKEN")?;
         let provider = get("SMS_PROVIDER");
         let sms = match provider.as_deref() {
             None | Some("log") => {
@@ -240,14 +267,16 @@ impl Settings {
                 SmsProvider::Log
             }
             Some("twilio") => {
-                let need = |name: &'static str| {
-                    get(name).ok_or_else(|| bad(name, "required when SMS_PROVIDER=twilio"))
-                };
-                let account_sid = need("TWILIO_ACCOUNT_SID")?;
+                let required = |name: &'static str| bad(name, "required when SMS_PROVIDER=twilio");
+                let account_sid = twilio_account_sid
+                    .clone()
+                    .ok_or_else(|| required("TWILIO_ACCOUNT_SID"))?;
                 let auth_token = twilio_auth_token
                     .clone()
-                    .ok_or_else(|| bad("TWILIO_AUTH_TOKEN", "required when SMS_PROVIDER=twilio"))?;
-                let from_number = need("TWILIO_FROM_NUMBER")?;
+                    .ok_or_else(|| required("TWILIO_AUTH_TOKEN"))?;
+                let from_number = twilio_from_number
+                    .clone()
+                    .ok_or_else(|| required("TWILIO_FROM_NUMBER"))?;
                 if public_base_url.is_none() {
                     return Err(bad(
                         "PUBLIC_BASE_URL",
@@ -267,10 +296,20 @@ impl Settings {
             }
             Some("notify") => {
                 let need = |name: &'static str| {
-                    get(name).ok_or_else(|| bad(name, "required when SMS_PROVIDER=notify"))
+                    let value =
+                        get(name).ok_or_else(|| bad(name, "required when SMS_PROVIDER=notify"))?;
+                    if is_placeholder(&value) {
+                        return Err(bad(
+                            name,
+                            "looks like a placeholder copied from an example, not a real value",
+                        ));
+                    }
+                    Ok(value)
                 };
                 SmsProvider::Notify(NotifySettings {
-                    api_key: SecretString::from(need("NOTIFY_API_KEY")?),
+                    api_key: credential("NOTIFY_API_KEY")?.ok_or_else(|| {
+                        bad("NOTIFY_API_KEY", "required when SMS_PROVIDER=notify")
+                    })?,
                     api_base: get("NOTIFY_API_BASE")
                         .unwrap_or_else(|| NOTIFY_DEFAULT_API_BASE.to_owned())
                         .trim_end_matches('/')
@@ -286,7 +325,6 @@ impl Settings {
                 ));
             }
         };
-        let twilio_account_sid = get("TWILIO_ACCOUNT_SID");
         if twilio_auth_token.is_some() && twilio_account_sid.is_none() {
             return Err(bad(
                 "TWILIO_ACCOUNT_SID",
@@ -333,7 +371,8 @@ impl Settings {
                     url,
                     flavour,
                     bind_dn: need("LDAP_BIND_DN")?,
-                    bind_password: SecretString::from(need("LDAP_BIND_PASSWORD")?),
+                    bind_password: credential("LDAP_BIND_PASSWORD")?
+                        .ok_or_else(|| bad("LDAP_BIND_PASSWORD", "required when DIRECTORY=ldap"))?,
                     base_dn: need("LDAP_BASE_DN")?,
                     ca_file: PathBuf::from(need("LDAP_CA_FILE")?),
                     user_filter,
@@ -373,7 +412,7 @@ impl Settings {
         };
 
         let telegram = {
-            let token = get("TELEGRAM_BOT_TOKEN");
+            let token = credential("TELEGRAM_BOT_TOKEN")?;
             let api_url =
                 get("TELEGRAM_API_URL").unwrap_or_else(|| "https://api.telegram.org".to_owned());
             reqwest::Url::parse(&api_url)
@@ -396,12 +435,13 @@ impl Settings {
                     ));
                 }
                 (Some("webhook"), Some(token)) => {
-                    let secret = get("TELEGRAM_WEBHOOK_SECRET").ok_or_else(|| {
+                    let secret = credential("TELEGRAM_WEBHOOK_SECRET")?.ok_or_else(|| {
                         bad(
                             "TELEGRAM_WEBHOOK_SECRET",
                             "required when TELEGRAM_MODE=webhook",
                         )
                     })?;
+                    let secret = secret.expose_secret();
                     let valid = (1..=256).contains(&secret.len())
                         && secret
                             .bytes()
@@ -419,18 +459,12 @@ impl Settings {
                         ));
                     }
                     TelegramMode::Webhook {
-                        bot: TelegramBot {
-                            token: SecretString::from(token),
-                            api_url,
-                        },
-                        secret: SecretString::from(secret),
+                        bot: TelegramBot { token, api_url },
+                        secret: SecretString::from(secret.to_owned()),
                     }
                 }
                 (Some("polling"), Some(token)) => TelegramMode::Polling {
-                    bot: TelegramBot {
-                        token: SecretString::from(token),
-                        api_url,
-                    },
+                    bot: TelegramBot { token, api_url },
                     poll_timeout: u32::try_from(number("TELEGRAM_POLL_TIMEOUT_SECS", 25, 0, 50)?)
                         .unwrap_or(25),
                 },
@@ -583,6 +617,33 @@ impl Settings {
     }
 }
 
+/// Where a `.env` file went wrong, by line and variable: never its content
+/// (the line may hold a secret).
+fn dotenv_problem(error: &dotenvy::Error) -> String {
+    const HINT: &str =
+        "each line must be NAME=value, and a value with spaces must be quoted (NAME=\"a value\")";
+    let dotenvy::Error::LineParse(text, _) = error else {
+        return format!("cannot be read: {HINT}");
+    };
+    let file = std::fs::read_to_string(".env").unwrap_or_default();
+    let found = file
+        .lines()
+        .enumerate()
+        .find(|(_, line)| !text.is_empty() && line.contains(text.as_str()));
+    match found {
+        Some((n, line)) => {
+            let name = line.split('=').next().unwrap_or_default().trim();
+            let name = if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                name
+            } else {
+                "?"
+            };
+            format!("line {} ({name}) cannot be read: {HINT}", n + 1)
+        }
+        None => format!("a line cannot be read: {HINT}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +674,76 @@ mod tests {
     }
 
     #[test]
+    fn the_example_env_file_is_a_working_local_set_up() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example");
+        let vars: HashMap<String, String> = dotenvy::from_path_iter(path)
+            .unwrap()
+            .map(|item| item.unwrap())
+            .collect();
+        let s = Settings::from_map(&vars).unwrap();
+        assert!(matches!(s.sms, SmsProvider::Log));
+        assert!(s.twilio_auth_token.is_none() && s.outbox_key.is_none());
+        assert!(matches!(s.telegram, TelegramMode::Off));
+        assert!(matches!(s.directory, DirectoryChoice::Builtin));
+    }
+
+    #[test]
+    fn placeholders_and_malformed_provider_values_are_refused_by_name() {
+        let twilio = |sid: &str, token: &str, from: &str| {
+            Settings::from_map(&env(&[
+                ("SMS_PROVIDER", "twilio"),
+                ("TWILIO_ACCOUNT_SID", sid),
+                ("TWILIO_AUTH_TOKEN", token),
+                ("TWILIO_FROM_NUMBER", from),
+                ("PUBLIC_BASE_URL", "https://bot.example.org"),
+                ("OUTBOX_KEY", &"ab".repeat(32)),
+            ]))
+        };
+        let sid = "AC0123456789abcdef0123456789abcdef";
+        let s = twilio(sid, "a-real-token-4f9c", "+447700900001").unwrap();
+        let SmsProvider::Twilio(t) = s.sms else {
+            panic!("twilio")
+        };
+        assert_eq!(t.account_sid.as_str(), sid);
+        assert_eq!(t.from_number.as_str(), "+447700900001");
+        for (sid, token, from, variable) in [
+            (
+                "ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                "tok-4f9c",
+                "+447700900001",
+                "TWILIO_ACCOUNT_SID",
+            ),
+            ("AC123", "tok-4f9c", "+447700900001", "TWILIO_ACCOUNT_SID"),
+            (sid, "change-me", "+447700900001", "TWILIO_AUTH_TOKEN"),
+            (sid, "your-auth-token", "+447700900001", "TWILIO_AUTH_TOKEN"),
+            (sid, "xxxxxxxx", "+447700900001", "TWILIO_AUTH_TOKEN"),
+            (sid, "tok-4f9c", "07700900001", "TWILIO_FROM_NUMBER"),
+            (sid, "tok-4f9c", "+44 7700 900001", "TWILIO_FROM_NUMBER"),
+        ] {
+            let e = twilio(sid, token, from).unwrap_err();
+            assert_eq!(e.variable, variable, "{sid} {token} {from}: {e}");
+            assert!(!e.to_string().contains(token), "{e}");
+        }
+        for (name, value) in [
+            ("TELEGRAM_BOT_TOKEN", "change-me"),
+            ("LDAP_BIND_PASSWORD", "changeme"),
+        ] {
+            let mut vars = vec![(name, value), ("TELEGRAM_MODE", "polling")];
+            if name.starts_with("LDAP") {
+                vars = vec![
+                    ("DIRECTORY", "ldap"),
+                    ("LDAP_URL", "ldaps://dc.example.org"),
+                    ("LDAP_FLAVOUR", "openldap"),
+                    ("LDAP_BIND_DN", "cn=bot"),
+                    (name, value),
+                ];
+            }
+            let e = Settings::from_map(&env(&vars)).unwrap_err();
+            assert_eq!(e.variable, name, "{e}");
+        }
+    }
+
+    #[test]
     fn retention_settings() {
         let s = Settings::from_map(&env(&[
             ("AUDIT_RETENTION_DAYS", "30"),
@@ -640,21 +771,25 @@ mod tests {
     fn half_configured_twilio_names_the_missing_variable() {
         let e = Settings::from_map(&env(&[
             ("SMS_PROVIDER", "twilio"),
-            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
             ("PUBLIC_BASE_URL", "https://bot.example.org"),
         ]))
         .unwrap_err();
         assert_eq!(e.variable, "TWILIO_AUTH_TOKEN");
         let e = Settings::from_map(&env(&[
             ("SMS_PROVIDER", "twilio"),
-            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
             ("TWILIO_AUTH_TOKEN", "tok"),
             ("TWILIO_FROM_NUMBER", "+447400000001"),
             ("PUBLIC_BASE_URL", "https://bot.example.org"),
         ]))
         .unwrap_err();
         assert_eq!(e.variable, "OUTBOX_KEY");
-        let e = Settings::from_map(&env(&[("TWILIO_ACCOUNT_SID", "AC123")])).unwrap_err();
+        let e = Settings::from_map(&env(&[(
+            "TWILIO_ACCOUNT_SID",
+            "AC0123456789abcdef0123456789abcdef",
+        )]))
+        .unwrap_err();
         assert_eq!(e.variable, "SMS_PROVIDER");
         for lone in ["TWILIO_AUTH_TOKEN", "NOTIFY_API_KEY"] {
             let e = Settings::from_map(&env(&[

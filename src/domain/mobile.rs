@@ -25,7 +25,9 @@ pub enum PhoneError {
     #[error("no phone number was given")]
     Empty,
     /// Could not be parsed, or parsed but is not a valid, allocated-looking
-    /// number (including Ofcom's reserved drama numbers such as 07700 900xxx).
+    /// number. (Ofcom's drama numbers, 07700 900000 to 900999, are the one
+    /// unallocated range accepted as a registered mobile: see
+    /// [`is_drama_number`].)
     #[error("not a valid phone number")]
     Invalid,
     /// A valid UK number, but not a mobile (so it cannot receive our SMS).
@@ -317,7 +319,7 @@ fn parse_valid(raw: &str) -> Result<PhoneNumber, PhoneError> {
     let number =
         phonenumber::parse(Some(country::Id::GB), &cleaned).map_err(|_| PhoneError::Invalid)?;
     // An extension ("x123") cannot receive an SMS.
-    if !number.is_valid() || number.extension().is_some() {
+    if !(number.is_valid() || is_drama_number(&number)) || number.extension().is_some() {
         return Err(PhoneError::Invalid);
     }
     Ok(number)
@@ -369,6 +371,11 @@ pub fn parse_registered_mobile(
     allow_crown_dependencies: bool,
 ) -> Result<RegisteredMobile, PhoneError> {
     let number = parse_valid(raw)?;
+    if is_drama_number(&number) {
+        let e164 = to_e164(&number);
+        let last4 = Last4::of_e164(&e164).ok_or(PhoneError::Invalid)?;
+        return Ok(RegisteredMobile::Uk(UkMobile { e164, last4 }));
+    }
     let region = number.country().id();
     let is_uk = match region {
         Some(country::Id::GB) => true,
@@ -407,7 +414,20 @@ pub fn parse_uk_mobile(raw: &str, allow_crown_dependencies: bool) -> Result<UkMo
 /// region) in E.164 form, e.g. for the sender of an inbound SMS. `None` if
 /// it is not a valid number.
 pub fn parse_any_e164(raw: &str) -> Option<String> {
-    parse_valid(raw).ok().map(|n| to_e164(&n))
+    parse_valid(raw)
+        .ok()
+        .filter(|n| !is_drama_number(n))
+        .map(|n| to_e164(&n))
+}
+
+/// Whether `number` is in Ofcom's range of mobile numbers reserved for
+/// drama (07700 900000 to 07700 900999). They are never allocated, so they
+/// are nobody's phone: sample and trial data use them (libphonenumber calls
+/// them invalid). A registered mobile may be one (texts to it go nowhere);
+/// a sender never is.
+pub fn is_drama_number(number: &PhoneNumber) -> bool {
+    number.code().value() == 44
+        && (7_700_900_000..=7_700_900_999).contains(&number.national().value())
 }
 
 /// Masks a phone number for logs, keeping the country code and the last 3
@@ -683,11 +703,17 @@ mod tests {
     }
 
     #[test]
-    fn drama_number_is_invalid() {
-        assert_eq!(
-            parse_registered_mobile("07700 900123", false),
-            Err(PhoneError::Invalid)
-        );
+    fn drama_numbers_are_fictional_uk_mobiles_and_never_senders() {
+        for raw in ["07700 900123", "+44 7700 900000", "07700900999"] {
+            let Ok(RegisteredMobile::Uk(m)) = parse_registered_mobile(raw, false) else {
+                panic!("{raw} is a (fictional) UK mobile");
+            };
+            assert!(m.as_e164().starts_with("+447700900"), "{raw}");
+        }
+        for outside in ["07700 901000", "07700 899999", "07811 123456"] {
+            let number = phonenumber::parse(Some(country::Id::GB), outside).unwrap();
+            assert!(!is_drama_number(&number), "{outside}");
+        }
         assert_eq!(parse_any_e164("07700 900123"), None);
     }
 

@@ -25,6 +25,9 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("unsupported DATABASE_URL: {0}")]
     Unsupported(String),
+    /// A command that only reads found no database to read.
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// Whether a database error means "overloaded, nothing was done": no

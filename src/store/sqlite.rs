@@ -25,8 +25,27 @@ use crate::sql::{from_millis, to_millis};
 /// Open (creating if needed) the SQLite database at `url` and apply the
 /// migrations.
 pub async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
-    let options = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
+    connect_creating(url, true).await
+}
+
+/// [`connect`] to a database file that must already exist (read-only
+/// commands: they must not leave an empty database behind a typo).
+pub async fn connect_existing(url: &str) -> Result<SqlitePool, StoreError> {
+    connect_creating(url, false).await
+}
+
+async fn connect_creating(url: &str, create: bool) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let file = options.get_filename();
+    let in_memory = file.as_os_str() == ":memory:" || url.contains("mode=memory");
+    if !create && !in_memory && !file.exists() {
+        return Err(StoreError::Missing(format!(
+            "the database file {} does not exist (nothing to read yet: `unlockbot accounts import FILE.csv` or `unlockbot serve` creates it; is DATABASE_URL right?)",
+            file.display()
+        )));
+    }
+    let options = options
+        .create_if_missing(create)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)

@@ -15,6 +15,7 @@ mod cli;
 mod conversation;
 mod database;
 mod directory;
+mod first_steps;
 mod instances;
 mod load;
 mod policy;
