@@ -185,6 +185,7 @@ impl Services {
             outbox_key.clone(),
             dialog.clone(),
             policy,
+            settings.sender_key_for(&outbox_key),
         );
         let engine = Arc::new(Engine::new(
             dialog,

@@ -47,6 +47,14 @@ pub struct Inbound {
     /// The language the channel knows the user prefers (Telegram's
     /// `language_code`), for a conversation that starts with this message.
     pub language: Option<String>,
+    /// The sender shared this phone number (E.164) as their own: the
+    /// channel has checked that it is the sender's own (Telegram: a contact
+    /// whose `user_id` is the sender's). The conversation then counts as
+    /// coming from that number. The text of such a message is ignored.
+    pub own_mobile: Option<String>,
+    /// The channel can take a number shared as the user's own (Telegram's
+    /// contact button): a conversation that does not know it offers it.
+    pub can_share_number: bool,
 }
 
 /// An answer the step now waiting accepts, with its button label.
@@ -67,6 +75,12 @@ pub struct Reply {
     pub input_was_secret: bool,
     /// This was a repeated delivery, answered from the record.
     pub repeated: bool,
+    /// Offer the user to share their own phone number, with a button of
+    /// this label (channels that can, see [`Inbound::can_share_number`]).
+    pub share_number: Option<String>,
+    /// The user shared their own number with this message (a channel may
+    /// take its button away).
+    pub number_shared: bool,
 }
 
 impl Reply {
@@ -108,6 +122,9 @@ enum Begin {
     AfterEnd,
     /// The conversation in progress, switched to another language.
     Switched(ConversationState),
+    /// The conversation in progress; the user has just shared their own
+    /// number.
+    Shared(ConversationState),
 }
 
 pub struct Engine {
@@ -154,6 +171,8 @@ impl Engine {
             choices: Vec::new(),
             input_was_secret: false,
             repeated: false,
+            share_number: None,
+            number_shared: false,
         }
     }
 
@@ -165,6 +184,8 @@ impl Engine {
             choices: Vec::new(),
             input_was_secret: false,
             repeated: false,
+            share_number: None,
+            number_shared: false,
         }
     }
 
@@ -194,6 +215,8 @@ impl Engine {
                 choices: Vec::new(),
                 input_was_secret: false,
                 repeated: true,
+                share_number: None,
+                number_shared: false,
             });
         }
 
@@ -249,6 +272,15 @@ impl Engine {
             .or(stored_language)
             .or(hinted);
         let start_word = inbound.start_over || started_in.is_some();
+        // The number the user shared as their own: just now, or earlier in
+        // this chat (a keyed hash, never the number).
+        let shared = inbound
+            .own_mobile
+            .as_deref()
+            .map(|e164| self.unlock.own_mobile_hash(e164));
+        let own_mobile = shared
+            .clone()
+            .or_else(|| stored.as_ref().and_then(|c| c.state.own_mobile.clone()));
         let live = match stored {
             Some(c) if now - c.updated_at > self.config.idle_timeout => {
                 // (An ended conversation kept only to answer "thanks" is
@@ -288,8 +320,22 @@ impl Engine {
             Some(c) => Begin::Live(c.state),
             None => Begin::Start,
         };
+        // A shared number is noted in the conversation in progress (which
+        // then goes on where it was) or starts one.
+        let live = match (live, shared.is_some()) {
+            (Begin::Live(mut state) | Begin::Switched(mut state), true) => {
+                state.own_mobile = own_mobile.clone();
+                Begin::Shared(state)
+            }
+            (Begin::AfterEnd, true) => Begin::Start,
+            (live, _) => live,
+        };
+        if shared.is_some() {
+            turn.audit("contact", "own_number_shared");
+        }
 
         let mut reported_failures = Vec::new();
+        let mut offered = false;
         let before = match &live {
             Begin::Live(state) => Some(state.clone()),
             _ => None,
@@ -304,6 +350,13 @@ impl Engine {
             Begin::Switched(state) => {
                 // Said again in the new language; nothing else changes.
                 turn.state = state;
+                let step = turn.state.step.clone();
+                self.enter(&step, false, &mut turn, &mut parts).await?
+            }
+            Begin::Shared(state) => {
+                // Thanked, then asked again where the conversation was.
+                turn.state = state;
+                parts.push(self.say("chat_number_shared", &mut turn).await?);
                 let step = turn.state.step.clone();
                 self.enter(&step, false, &mut turn, &mut parts).await?
             }
@@ -323,17 +376,25 @@ impl Engine {
                 reported_failures = failed.into_iter().map(|(id, _)| id).collect();
                 turn.state = ConversationState {
                     language: language.clone(),
+                    own_mobile: own_mobile.clone(),
                     ..ConversationState::default()
                 };
                 turn.audit("conversation", "started");
+                if shared.is_some() {
+                    parts.push(self.say("chat_number_shared", &mut turn).await?);
+                }
                 // A conversation that timed out says so instead of greeting.
                 let opening = if expired { "expired" } else { "greeting" };
                 parts.push(self.say(opening, &mut turn).await?);
+                if inbound.can_share_number && own_mobile.is_none() {
+                    parts.push(self.say("chat_share_number_offer", &mut turn).await?);
+                    offered = true;
+                }
                 let start = self.dialog.start.clone();
                 // A first text that already answers the first question (an
                 // email address) is taken as its answer.
                 let answers_start = matches!(self.dialog.step(&start), Some(Step::Ask(a)) if parse_input(a, text).is_some());
-                if answers_start && !start_word && switched_to.is_none() {
+                if answers_start && !start_word && switched_to.is_none() && shared.is_none() {
                     turn.state.step = start;
                     self.advance(text, &mut turn, &mut parts, &mut input_was_secret)
                         .await?
@@ -390,14 +451,24 @@ impl Engine {
         // An ended conversation is kept, with nothing of it but that it
         // ended, until it would have timed out: a "thanks" after it gets a
         // short line rather than a new greeting.
-        let next_state = Some(
-            next_state.unwrap_or_else(|| ConversationState::ended(turn.state.language.clone())),
-        );
+        let next_state = Some(next_state.unwrap_or_else(|| {
+            ConversationState::ended(turn.state.language.clone(), turn.state.own_mobile.clone())
+        }));
+        // A chat that can share the user's own number is offered to, as a
+        // conversation starts, until it has.
+        let share_number = (offered && next_state.as_ref().is_some_and(|s| !s.ended)).then(|| {
+            self.dialog
+                .wording_for(turn.state.language.as_deref())
+                .text("chat_share_number_button")
+                .to_owned()
+        });
         let reply = Reply {
             parts,
             choices,
             input_was_secret,
             repeated: false,
+            share_number,
+            number_shared: shared.is_some(),
         };
         let queued = !turn.outbox.is_empty();
         tx.commit(TurnCommit {

@@ -242,6 +242,8 @@ pub async fn webhook(
         key,
         message_id: Some(sid.to_owned()),
         start_over: false,
+        own_mobile: None,
+        can_share_number: false,
         text: text.to_owned(),
     };
     match app.engine.handle(inbound).await {

@@ -23,12 +23,13 @@ use teloxide::RequestError;
 use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters, SetWebhookSetters};
 use teloxide::prelude::Requester;
 use teloxide::types::{
-    AllowedUpdate, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, UpdateKind,
+    AllowedUpdate, ButtonRequest, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
+    KeyboardButton, KeyboardMarkup, KeyboardRemove, Message, ReplyMarkup, Update, UpdateKind,
 };
 use tokio::sync::watch;
 
 use crate::domain::text::printable;
-use crate::domain::{Channel, ConversationKey};
+use crate::domain::{Channel, ConversationKey, parse_any_e164};
 use crate::engine::{Engine, Inbound, Reply, TurnError};
 use crate::settings::TelegramBot;
 
@@ -304,8 +305,12 @@ impl TelegramChannel {
                 match value {
                     Some(value) if chat.is_private() => {
                         let language = query.from.language_code.as_deref();
-                        self.converse(id, chat.id, value.to_owned(), false, None, language)
-                            .await
+                        let said = Said {
+                            text: value.to_owned(),
+                            start_over: false,
+                            own_mobile: None,
+                        };
+                        self.converse(id, chat.id, said, None, language).await
                     }
                     _ => {
                         self.say(chat.id, "chat_unknown_button").await;
@@ -325,6 +330,35 @@ impl TelegramChannel {
             self.say(message.chat.id, "chat_private_only").await;
             return Ok(());
         }
+        let language = message
+            .from
+            .as_ref()
+            .and_then(|u| u.language_code.as_deref());
+        if let Some(contact) = message.contact() {
+            // Only the sender's own contact card counts (Telegram fills in
+            // `user_id` for a contact of a Telegram user; the contact button
+            // sends the sender's own). Anyone else's, or one without a
+            // user id, changes nothing.
+            let sender = message.from.as_ref().map(|u| u.id);
+            let own = contact.user_id.is_some() && contact.user_id == sender;
+            let number = own.then(|| own_number(&contact.phone_number)).flatten();
+            let Some(number) = number else {
+                tracing::info!(
+                    update_id = id,
+                    "refused a contact that is not the sender's own"
+                );
+                self.say(message.chat.id, "chat_contact_not_own").await;
+                return Ok(());
+            };
+            let said = Said {
+                text: String::new(),
+                start_over: false,
+                own_mobile: Some(number),
+            };
+            return self
+                .converse(id, message.chat.id, said, Some(message), language)
+                .await;
+        }
         let Some(text) = message.text() else {
             self.say(message.chat.id, "chat_text_only").await;
             return Ok(());
@@ -342,19 +376,13 @@ impl TelegramChannel {
             "/cancel" => (wording.cancel_words[0].clone(), false),
             _ => (text.to_owned(), false),
         };
-        let language = message
-            .from
-            .as_ref()
-            .and_then(|u| u.language_code.as_deref());
-        self.converse(
-            id,
-            message.chat.id,
+        let said = Said {
             text,
             start_over,
-            Some(message),
-            language,
-        )
-        .await
+            own_mobile: None,
+        };
+        self.converse(id, message.chat.id, said, Some(message), language)
+            .await
     }
 
     /// One turn of the conversation in a private chat.
@@ -362,8 +390,7 @@ impl TelegramChannel {
         self: &Arc<Self>,
         id: u32,
         chat: ChatId,
-        text: String,
-        start_over: bool,
+        said: Said,
         message: Option<&Message>,
         language: Option<&str>,
     ) -> Result<(), TurnError> {
@@ -377,8 +404,10 @@ impl TelegramChannel {
                 language: language.map(str::to_owned),
                 key: key.clone(),
                 message_id: Some(id.to_string()),
-                text,
-                start_over,
+                text: said.text,
+                start_over: said.start_over,
+                own_mobile: said.own_mobile,
+                can_share_number: true,
             })
             .await?;
         if reply.repeated {
@@ -409,14 +438,32 @@ impl TelegramChannel {
 
     async fn deliver(&self, key: &ConversationKey, chat: ChatId, reply: &Reply) {
         let text = printable(&reply.text()).into_owned();
-        let keyboard = (!reply.choices.is_empty()).then(|| {
-            InlineKeyboardMarkup::new(reply.choices.iter().map(|c| {
-                vec![InlineKeyboardButton::callback(
-                    c.label.clone(),
-                    format!("{OPTION_PREFIX}{}", c.value),
-                )]
-            }))
-        });
+        let keyboard: Option<ReplyMarkup> = if !reply.choices.is_empty() {
+            Some(
+                InlineKeyboardMarkup::new(reply.choices.iter().map(|c| {
+                    vec![InlineKeyboardButton::callback(
+                        c.label.clone(),
+                        format!("{OPTION_PREFIX}{}", c.value),
+                    )]
+                }))
+                .into(),
+            )
+        } else if let Some(label) = &reply.share_number {
+            // Telegram's contact button: the user's app sends their own
+            // number, as a contact whose user_id is theirs.
+            Some(
+                KeyboardMarkup::new([[
+                    KeyboardButton::new(printable(label)).request(ButtonRequest::Contact)
+                ]])
+                .resize_keyboard()
+                .one_time_keyboard()
+                .into(),
+            )
+        } else if reply.number_shared {
+            Some(KeyboardRemove::new().into())
+        } else {
+            None
+        };
         let sent = self
             .call("sendMessage", || {
                 let request = self.bot.send_message(chat, text.clone());
@@ -456,6 +503,25 @@ impl TelegramChannel {
             tracing::warn!(error = ?e, "hint not delivered");
         }
     }
+}
+
+/// What the user said, for the engine.
+struct Said {
+    text: String,
+    start_over: bool,
+    /// The sender's own number (E.164), from their own contact card.
+    own_mobile: Option<String>,
+}
+
+/// A contact's number as E.164. Telegram gives the digits of the
+/// international form, with or without the leading `+`.
+fn own_number(raw: &str) -> Option<String> {
+    let digits = raw.trim();
+    let digits = digits.strip_prefix('+').unwrap_or(digits);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    parse_any_e164(&format!("+{digits}"))
 }
 
 /// `POST /telegram/webhook`: constant-time secret check, then parse, then

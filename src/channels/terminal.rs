@@ -42,6 +42,8 @@ pub async fn run(
             key: key.clone(),
             message_id: None,
             start_over: false,
+            own_mobile: None,
+            can_share_number: false,
             text: line,
         };
         let reply = match engine.handle(inbound).await {

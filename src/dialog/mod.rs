@@ -57,15 +57,22 @@ pub struct ConversationState {
     /// default language.
     #[serde(default)]
     pub language: Option<String>,
+    /// The phone number the user shared as their own (Telegram's contact
+    /// button, a contact whose user id is the sender's), as a keyed hash
+    /// (never the number): the conversation then counts as coming from
+    /// that number. Kept from one conversation of the chat to the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_mobile: Option<String>,
 }
 
 impl ConversationState {
-    /// What is kept of a conversation that has ended: that it ended, and
-    /// its language.
-    pub fn ended(language: Option<String>) -> Self {
+    /// What is kept of a conversation that has ended: that it ended, its
+    /// language, and the (hashed) number the user shared as their own.
+    pub fn ended(language: Option<String>, own_mobile: Option<String>) -> Self {
         Self {
             ended: true,
             language,
+            own_mobile,
             ..Self::default()
         }
     }

@@ -275,6 +275,10 @@ pub const SYSTEM_MESSAGES: &[&str] = &[
     "chat_text_only",
     "chat_edited_message",
     "chat_unknown_button",
+    "chat_share_number_offer",
+    "chat_share_number_button",
+    "chat_number_shared",
+    "chat_contact_not_own",
 ];
 
 /// A note shown when a step is entered, if a fact holds.

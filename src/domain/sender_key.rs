@@ -65,6 +65,13 @@ impl SenderKey {
         format!("{}:{}", key.channel(), hex::encode(hash))
     }
 
+    /// How a phone number a user shared as their own (Telegram's contact
+    /// button) is kept in the conversation, and how a registered mobile is
+    /// compared with it: the keyed hash of its E.164 form (64 hex digits).
+    pub fn mobile(&self, e164: &str) -> String {
+        hex::encode(Self::mac(self.0.as_slice(), &[b"mobile", e164.as_bytes()]))
+    }
+
     /// How an inbound message id (Twilio `MessageSid`, Telegram
     /// `update_id`) of `channel` is stored.
     pub fn message_id(&self, channel: &str, id: &str) -> String {
@@ -106,6 +113,12 @@ mod tests {
             key(1).message_id("telegram", "SM1")
         );
         assert_eq!(key(1).message_id("sms", "SM1").len(), 64);
+        let mobile = key(1).mobile("+447811123456");
+        assert_eq!(mobile, key(1).mobile("+447811123456"));
+        assert_ne!(mobile, key(2).mobile("+447811123456"));
+        assert_ne!(mobile, key(1).mobile("+447811123457"));
+        assert!(!mobile.contains("7811123456"));
+        assert_eq!(mobile.len(), 64);
     }
 
     #[test]

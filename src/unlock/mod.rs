@@ -18,7 +18,7 @@ use crate::directory::{
 };
 use crate::domain::{
     Answer, AnswerCharacters, AnswerSlot, AnswersKey, Channel, Characters, Email, Last4,
-    RegisteredMobile, TempPassword, UkMobile,
+    RegisteredMobile, SenderKey, TempPassword, UkMobile,
 };
 use crate::enrolment::Enrolments;
 use crate::hashing::Hasher;
@@ -156,9 +156,13 @@ pub struct Unlock {
     outbox_key: OutboxKey,
     dialog: Arc<Dialog>,
     policy: UnlockPolicy,
+    /// Numbers users share as their own are kept, and compared, as keyed
+    /// hashes under this key.
+    senders: SenderKey,
 }
 
 impl Unlock {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         directory: Arc<dyn Directory>,
         enrolments: Arc<dyn Enrolments>,
@@ -167,6 +171,7 @@ impl Unlock {
         outbox_key: OutboxKey,
         dialog: Arc<Dialog>,
         policy: UnlockPolicy,
+        senders: SenderKey,
     ) -> Self {
         Self {
             directory,
@@ -176,7 +181,14 @@ impl Unlock {
             outbox_key,
             dialog,
             policy,
+            senders,
         }
+    }
+
+    /// How a number the user shared as their own is kept in the
+    /// conversation (a keyed hash, never the number).
+    pub fn own_mobile_hash(&self, e164: &str) -> String {
+        self.senders.mobile(e164)
     }
 
     /// Queue a text in this turn's transaction.
@@ -436,17 +448,31 @@ impl Unlock {
         counts: FailureCounts,
         turn: &Turn,
     ) -> Result<bool, TurnError> {
-        if Self::from_own_mobile(account, turn) {
+        if self.comes_from_own_mobile(account, turn) {
             return Ok(counts.account_by_sender >= i64::from(self.policy.max_failures));
         }
         Ok(self.store.blocked_until(email, turn.now).await?.is_some())
     }
 
     /// The conversation comes from the account's registered mobile: an SMS
-    /// whose sender is that number.
-    fn from_own_mobile(account: &Account, turn: &Turn) -> bool {
-        turn.key.channel() == Channel::Sms
-            && matches!(&account.mobile, Some(RegisteredMobile::Uk(m)) if m.as_e164() == turn.key.external_id())
+    /// whose sender is that number, or a chat whose user shared that number
+    /// as their own (Telegram's contact button, checked by the channel to
+    /// be the sender's own contact).
+    fn comes_from_own_mobile(&self, account: &Account, turn: &Turn) -> bool {
+        let Some(RegisteredMobile::Uk(mobile)) = &account.mobile else {
+            return false;
+        };
+        match turn.key.channel() {
+            Channel::Sms => mobile.as_e164() == turn.key.external_id(),
+            Channel::Telegram => turn.state.own_mobile.as_deref().is_some_and(|shared| {
+                let registered = self.senders.mobile(mobile.as_e164());
+                bool::from(subtle::ConstantTimeEq::ct_eq(
+                    shared.as_bytes(),
+                    registered.as_bytes(),
+                ))
+            }),
+            Channel::Terminal => false,
+        }
     }
 
     /// Count a failed verification; the store blocks the account when it

@@ -299,6 +299,18 @@ pub mod updates {
         }}))})
     }
 
+    /// A contact card sent in a private chat by its user (`chat`): their
+    /// own, as the contact button sends it (`user_id` = the sender), or
+    /// anyone's (another `user_id`, or none for a card not linked to a
+    /// Telegram user).
+    pub fn contact(update_id: i64, chat: i64, user_id: Option<i64>, phone_number: &str) -> Value {
+        let mut contact = json!({"phone_number": phone_number, "first_name": "Jane"});
+        if let Some(user_id) = user_id {
+            contact["user_id"] = json!(user_id);
+        }
+        json!({"update_id": update_id, "message": message(private_chat(chat), chat, 9, json!({"contact": contact}))})
+    }
+
     pub fn edited(update_id: i64, chat: i64, text: &str) -> Value {
         let mut m = message(private_chat(chat), chat, 8, json!({"text": text}));
         m["edit_date"] = json!(1_795_000_100);

@@ -834,3 +834,139 @@ async fn webhook_a_welsh_app_gets_the_conversation_in_welsh() {
         .to_owned();
     assert!(app.password_is(EMAIL, &password));
 }
+
+// ------------------------------------------------------------------------
+// Issue 9, finding 1: Telegram's contact button.
+
+/// A phone that is not the account's registered mobile.
+const ATTACKER_PHONE: &str = "+447911223456";
+
+/// Someone texting from another phone fails three times against the
+/// account: its self-service is blocked for everyone but its own mobile.
+async fn blocked_by_someone_else(app: &mut TestApp) {
+    for _ in 0..3 {
+        app.text_from(ATTACKER_PHONE, "UNLOCK").await;
+        app.text_from(ATTACKER_PHONE, EMAIL).await;
+        let reply = app.text_from(ATTACKER_PHONE, "0000").await;
+        assert!(reply.contains("could not verify"), "{reply}");
+    }
+}
+
+/// Conversations whose stored state holds `pattern` (SQL LIKE), on either
+/// backend (JSONB's text form has spaces after colons: compared without).
+async fn states_like(app: &TestApp, pattern: &str) -> i64 {
+    app.db
+        .scalar(format!(
+            "SELECT COUNT(*) FROM conversations WHERE REPLACE(CAST(state AS TEXT), ' ', '') LIKE '{pattern}'"
+        ))
+        .await
+}
+
+/// The bot offers Telegram's contact button (a reply keyboard with
+/// `request_contact`); the owner's own contact, whose number is the
+/// registered mobile, makes the chat count as that phone: a block set by
+/// someone else's failures does not stop it. The number is kept only as a
+/// keyed hash.
+#[tokio::test]
+async fn webhook_the_owner_sharing_their_own_number_is_not_blocked_by_others() {
+    let (mut app, fake) = webhook_app().await;
+    blocked_by_someone_else(&mut app).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, false);
+
+    let greeting = chat.say("/start").await;
+    assert!(
+        greeting.contains("share it with the button below"),
+        "{greeting}"
+    );
+    let offer = fake.calls_to("sendMessage").pop().unwrap();
+    let markup = &offer.body["reply_markup"];
+    assert_eq!(
+        markup["keyboard"][0][0]["request_contact"], true,
+        "{markup}"
+    );
+    assert_eq!(
+        markup["keyboard"][0][0]["text"], "Share my phone number",
+        "{markup}"
+    );
+    assert_eq!(markup["one_time_keyboard"], true, "{markup}");
+
+    // Without the shared number, the chat is blocked like anyone else.
+    chat.say(EMAIL).await;
+    let refused = chat.say("3456").await;
+    assert!(refused.contains("could not verify"), "{refused}");
+
+    // The owner shares their own contact (Telegram's digits, no '+').
+    let update = updates::contact(next_update_id(), CHAT, Some(CHAT), "447400123456");
+    let thanks = chat.send_update(update).await;
+    assert!(thanks.contains("now counts as your phone"), "{thanks}");
+    let sent = fake.calls_to("sendMessage").pop().unwrap();
+    assert_eq!(
+        sent.body["reply_markup"]["remove_keyboard"], true,
+        "{}",
+        sent.body
+    );
+
+    // A new conversation in this chat keeps it, and is not offered again.
+    let greeting = chat.say("/start").await;
+    assert!(!greeting.contains("button below"), "{greeting}");
+    assert!(chat.say(EMAIL).await.contains("last 4 digits"));
+    let q1 = chat.say("3456").await;
+    assert!(q1.starts_with("Security question 1"), "{q1}");
+    let q2 = chat.say(answer_for(&q1)).await;
+    let options = chat.say(answer_for(&q2)).await;
+    assert!(options.contains("You are verified"), "{options}");
+    let done = chat.press("option:1").await;
+    assert!(done.contains("Your account is unlocked"), "{done}");
+    assert_eq!(app.account(EMAIL)["locked"], false);
+
+    // Kept as a keyed hash: never the number.
+    assert_eq!(states_like(&app, "%own_mobile%").await, 1);
+    assert_eq!(states_like(&app, "%7400123456%").await, 0);
+    assert!(
+        app.audit()
+            .iter()
+            .any(|e| e["outcome"] == "own_number_shared")
+    );
+}
+
+/// A Telegram user whose own number is not the registered mobile gains
+/// nothing by sharing it.
+#[tokio::test]
+async fn webhook_sharing_a_number_that_is_not_the_registered_mobile_does_not_lift_a_block() {
+    let (mut app, fake) = webhook_app().await;
+    blocked_by_someone_else(&mut app).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, false);
+    chat.say("/start").await;
+    let update = updates::contact(next_update_id(), CHAT, Some(CHAT), "+447400999999");
+    let thanks = chat.send_update(update).await;
+    assert!(thanks.contains("now counts as your phone"), "{thanks}");
+    chat.say(EMAIL).await;
+    let refused = chat.say("3456").await;
+    assert!(refused.contains("could not verify"), "{refused}");
+}
+
+/// Someone else's contact card (another user, or a card with no Telegram
+/// user), even one carrying the registered mobile, is refused with a clear
+/// reply and changes nothing: the chat stays blocked.
+#[tokio::test]
+async fn webhook_someone_elses_contact_is_refused_and_changes_nothing() {
+    let (mut app, fake) = webhook_app().await;
+    blocked_by_someone_else(&mut app).await;
+    let mut chat = Chat::new(&app, &fake, CHAT, false);
+    chat.say("/start").await;
+    assert!(chat.say(EMAIL).await.contains("last 4 digits"));
+    let audit_before = app.audit().len();
+    for card in [
+        updates::contact(next_update_id(), CHAT, Some(CHAT + 1), "447400123456"),
+        updates::contact(next_update_id(), CHAT, None, "447400123456"),
+    ] {
+        let reply = chat.send_update(card).await;
+        assert!(reply.contains("only your own number counts"), "{reply}");
+        assert!(reply.contains("Nothing has been changed"), "{reply}");
+    }
+    assert_eq!(states_like(&app, "%own_mobile%").await, 0);
+    assert_eq!(app.audit().len(), audit_before, "nothing recorded");
+    // Still at the digits step, and still blocked.
+    let refused = chat.say("3456").await;
+    assert!(refused.contains("could not verify"), "{refused}");
+}
