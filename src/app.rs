@@ -195,6 +195,8 @@ impl Services {
             EngineConfig {
                 idle_timeout: settings.idle_timeout,
                 block_rule,
+                replies_per_day: settings.sender_replies_per_day,
+                max_turns: settings.conversation_max_turns,
             },
         ));
         if settings.outbox.lease < chrono::Duration::seconds(20) {
@@ -409,6 +411,7 @@ impl Application {
                 .map(|sid| sid.as_str().to_owned()),
             accept_unsigned: matches!(settings.sms, SmsProvider::Log),
             public_base_url: settings.public_base_url.clone(),
+            sender_countries: settings.sms_sender_countries.clone(),
         })
         .merge(telegram::routes(webhook));
         let listener = TcpListener::bind(settings.bind_addr)

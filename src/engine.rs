@@ -14,9 +14,11 @@ use crate::clock::Clock;
 use crate::dialog::ConversationState;
 use crate::dialog::render::{Vars, render};
 use crate::dialog::spec::{AskStep, Dialog, InputKind, Outcome, Step};
-use crate::domain::{Answer, Characters, ConversationKey, Email, Last4};
+use crate::domain::{Answer, Channel, Characters, ConversationKey, Email, Last4};
 use crate::sms::SmsKind;
-use crate::store::{BlockRule, Store, StoreError, TurnCommit};
+use crate::store::{
+    AuditEvent, BlockRule, ConversationChange, ReplyWindow, Store, StoreError, TurnCommit,
+};
 use crate::unlock::Unlock;
 pub use crate::unlock::turn::{Input, Turn, TurnError};
 
@@ -30,6 +32,12 @@ pub struct EngineConfig {
     pub idle_timeout: Duration,
     /// The attempt limit, applied when a turn commits.
     pub block_rule: BlockRule,
+    /// Replies one sender (phone number or chat) gets in a day
+    /// (`SENDER_REPLIES_PER_DAY`); then one line saying so, then silence.
+    pub replies_per_day: u32,
+    /// Turns one conversation may take (`CONVERSATION_MAX_TURNS`) before it
+    /// is ended.
+    pub max_turns: u32,
 }
 
 /// One inbound message, whatever the channel.
@@ -272,6 +280,52 @@ impl Engine {
             .or(stored_language)
             .or(hinted);
         let start_word = inbound.start_over || started_in.is_some();
+
+        // The sender's reply budget (every channel but the local terminal):
+        // once it is spent, one line says so and later messages get no
+        // reply at all until the day-long window ends.
+        let metered = inbound.key.channel() != Channel::Terminal;
+        let window = match tx.reply_window().await? {
+            Some(w) if now - w.since < Duration::days(1) => w,
+            _ => ReplyWindow {
+                since: now,
+                replies: 0,
+            },
+        };
+        let counted = ReplyWindow {
+            replies: window.replies.saturating_add(1),
+            ..window
+        };
+        if metered && window.replies >= self.config.replies_per_day {
+            let mut parts = Vec::new();
+            if window.replies == self.config.replies_per_day {
+                turn.state.language = language.clone();
+                turn.audit("refusal", "reply_budget_spent");
+                parts.push(self.say("replies_spent", &mut turn).await?);
+            }
+            let reply = Reply {
+                parts,
+                choices: Vec::new(),
+                input_was_secret: false,
+                repeated: false,
+                share_number: None,
+                number_shared: false,
+            };
+            tx.commit(TurnCommit {
+                state: ConversationChange::Keep,
+                now,
+                processed: inbound.message_id.map(|id| (id, reply.text())),
+                audit: turn.audit,
+                failures: Vec::new(),
+                block_notices: Vec::new(),
+                block_rule: self.config.block_rule,
+                outbox: Vec::new(),
+                reported_failures: Vec::new(),
+                replies: Some(counted),
+            })
+            .await?;
+            return Ok(reply);
+        }
         // The number the user shared as their own: just now, or earlier in
         // this chat (a keyed hash, never the number).
         let shared = inbound
@@ -350,12 +404,14 @@ impl Engine {
             Begin::Switched(state) => {
                 // Said again in the new language; nothing else changes.
                 turn.state = state;
+                turn.state.turns = turn.state.turns.saturating_add(1);
                 let step = turn.state.step.clone();
                 self.enter(&step, false, &mut turn, &mut parts).await?
             }
             Begin::Shared(state) => {
                 // Thanked, then asked again where the conversation was.
                 turn.state = state;
+                turn.state.turns = turn.state.turns.saturating_add(1);
                 parts.push(self.say("chat_number_shared", &mut turn).await?);
                 let step = turn.state.step.clone();
                 self.enter(&step, false, &mut turn, &mut parts).await?
@@ -377,6 +433,7 @@ impl Engine {
                 turn.state = ConversationState {
                     language: language.clone(),
                     own_mobile: own_mobile.clone(),
+                    turns: 1,
                     ..ConversationState::default()
                 };
                 turn.audit("conversation", "started");
@@ -404,11 +461,19 @@ impl Engine {
             }
             Begin::Live(state) => {
                 turn.state = state;
-                if let Some(account) = &turn.state.email {
-                    tx.lock_account(account).await?;
+                turn.state.turns = turn.state.turns.saturating_add(1);
+                if turn.state.turns > self.config.max_turns {
+                    // `?` (or anything) forever is not a conversation.
+                    turn.audit("conversation", "too_many_turns");
+                    parts.push(self.say("too_many_turns", &mut turn).await?);
+                    None
+                } else {
+                    if let Some(account) = &turn.state.email {
+                        tx.lock_account(account).await?;
+                    }
+                    self.advance(&inbound.text, &mut turn, &mut parts, &mut input_was_secret)
+                        .await?
                 }
-                self.advance(&inbound.text, &mut turn, &mut parts, &mut input_was_secret)
-                    .await?
             }
         })
         }
@@ -451,12 +516,12 @@ impl Engine {
         // An ended conversation is kept, with nothing of it but that it
         // ended, until it would have timed out: a "thanks" after it gets a
         // short line rather than a new greeting.
-        let next_state = Some(next_state.unwrap_or_else(|| {
+        let next_state = next_state.unwrap_or_else(|| {
             ConversationState::ended(turn.state.language.clone(), turn.state.own_mobile.clone())
-        }));
+        });
         // A chat that can share the user's own number is offered to, as a
         // conversation starts, until it has.
-        let share_number = (offered && next_state.as_ref().is_some_and(|s| !s.ended)).then(|| {
+        let share_number = (offered && !next_state.ended).then(|| {
             self.dialog
                 .wording_for(turn.state.language.as_deref())
                 .text("chat_share_number_button")
@@ -472,7 +537,7 @@ impl Engine {
         };
         let queued = !turn.outbox.is_empty();
         tx.commit(TurnCommit {
-            state: next_state,
+            state: ConversationChange::Save(next_state),
             now,
             processed: inbound.message_id.map(|id| (id, reply.text())),
             audit: turn.audit,
@@ -481,6 +546,7 @@ impl Engine {
             block_rule: self.config.block_rule,
             outbox: turn.outbox,
             reported_failures,
+            replies: metered.then_some(counted),
         })
         .await?;
         if queued {
@@ -508,7 +574,7 @@ impl Engine {
         };
         turn.audit("conversation", why);
         tx.commit(TurnCommit {
-            state: None,
+            state: ConversationChange::Delete,
             now: turn.now,
             processed: None,
             audit: turn.audit,
@@ -517,8 +583,25 @@ impl Engine {
             block_rule: self.config.block_rule,
             outbox: Vec::new(),
             reported_failures: Vec::new(),
+            replies: None,
         })
         .await?;
+        Ok(())
+    }
+
+    /// A message the service does not answer at all (a sender outside
+    /// `SMS_SENDER_COUNTRIES`): only an audit line records it.
+    pub async fn not_answered(&self, key: &ConversationKey, why: &str) -> Result<(), TurnError> {
+        self.store
+            .record_audit(AuditEvent {
+                at: self.clock.now(),
+                channel: key.channel().as_str().to_owned(),
+                sender: key.masked_sender(),
+                account: None,
+                event: "refusal".to_owned(),
+                outcome: why.to_owned(),
+            })
+            .await?;
         Ok(())
     }
 

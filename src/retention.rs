@@ -45,6 +45,7 @@ impl Retention {
             failures_before: now - self.failure_window,
             blocks_ended_before: now,
             audit_before: now - self.audit_kept,
+            reply_windows_before: now - Duration::days(1),
         }
     }
 }

@@ -10,7 +10,7 @@ use chrono::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::directory::ldap::{Flavour, LdapConfig};
-use crate::domain::{AnswersKey, SenderKey};
+use crate::domain::{AnswersKey, SenderCountries, SenderKey};
 use crate::retention::Retention;
 use crate::sms::notify::{DEFAULT_API_BASE as NOTIFY_DEFAULT_API_BASE, NotifySettings};
 use crate::sms::outbox::{OutboxKey, RetryPolicy};
@@ -100,6 +100,13 @@ pub struct Settings {
     pub sender_window: Duration,
     /// `VERIFIED_LIFETIME_MINUTES`.
     pub verified_lifetime: Duration,
+    /// Replies one sender gets in a day (`SENDER_REPLIES_PER_DAY`).
+    pub sender_replies_per_day: u32,
+    /// Turns one conversation may take (`CONVERSATION_MAX_TURNS`).
+    pub conversation_max_turns: u32,
+    /// Inbound texts from numbers of other countries get no reply
+    /// (`SMS_SENDER_COUNTRIES`).
+    pub sms_sender_countries: SenderCountries,
     pub temp_password_length: usize,
     pub allow_crown_dependencies: bool,
     pub support_contact: String,
@@ -586,6 +593,16 @@ impl Settings {
                 1,
                 24 * 60,
             )?),
+            sender_replies_per_day: u32::try_from(number("SENDER_REPLIES_PER_DAY", 40, 1, 10_000)?)
+                .unwrap_or(40),
+            conversation_max_turns: u32::try_from(number("CONVERSATION_MAX_TURNS", 30, 5, 1000)?)
+                .unwrap_or(30),
+            sms_sender_countries: match get("SMS_SENDER_COUNTRIES") {
+                None => SenderCountries::default(),
+                Some(list) => {
+                    SenderCountries::parse(&list).map_err(|e| bad("SMS_SENDER_COUNTRIES", e))?
+                }
+            },
             questions_to_ask: usize::try_from(number("QUESTIONS_TO_ASK", 2, 1, 3)?).unwrap_or(2),
             temp_password_length: usize::try_from(number("TEMP_PASSWORD_LENGTH", 12, 10, 64)?)
                 .unwrap_or(12),

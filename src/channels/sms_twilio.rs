@@ -14,7 +14,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use secrecy::ExposeSecret;
 use sha1::Sha1;
 
-use crate::domain::{Channel, ConversationKey, parse_any_e164};
+use crate::domain::{Channel, ConversationKey, SenderCountries, parse_any_e164};
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -169,6 +169,8 @@ pub struct TwilioWebhook {
     /// (the `log` provider); otherwise the route answers 404.
     pub accept_unsigned: bool,
     pub public_base_url: Option<String>,
+    /// Texts from numbers of other countries get no reply.
+    pub sender_countries: SenderCountries,
 }
 
 /// The SMS webhook's route.
@@ -237,6 +239,15 @@ pub async fn webhook(
         return plain(StatusCode::BAD_REQUEST, "MessageSid is not valid");
     }
     tracing::Span::current().record("message_sid", sid);
+    if !app.sender_countries.allows(&sender) {
+        // No reply at all (an empty TwiML answer, so Twilio neither
+        // retries nor sends anything): replies abroad cost the most.
+        tracing::info!("no reply to a sender outside SMS_SENDER_COUNTRIES");
+        if let Err(e) = app.engine.not_answered(&key, "sender_country").await {
+            tracing::warn!(error = %e, "could not audit an unanswered text");
+        }
+        return twiml_response(StatusCode::OK, "");
+    }
     let inbound = Inbound {
         language: None,
         key,

@@ -438,6 +438,10 @@ impl TelegramChannel {
 
     async fn deliver(&self, key: &ConversationKey, chat: ChatId, reply: &Reply) {
         let text = printable(&reply.text()).into_owned();
+        if text.is_empty() {
+            // Nothing to say (the sender's replies for the day are spent).
+            return;
+        }
         let keyboard: Option<ReplyMarkup> = if !reply.choices.is_empty() {
             Some(
                 InlineKeyboardMarkup::new(reply.choices.iter().map(|c| {

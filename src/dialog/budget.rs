@@ -239,6 +239,16 @@ pub fn replies(dialog: &Dialog) -> Vec<Shape> {
         "the service cannot store a turn".into(),
         vec!["service_unavailable".into()],
     );
+    add(
+        Kind::Ending,
+        "a conversation takes too many turns".into(),
+        vec!["too_many_turns".into()],
+    );
+    add(
+        Kind::Reply,
+        "the sender's replies for the day are spent".into(),
+        vec!["replies_spent".into()],
+    );
     for id in [
         TEMP_PASSWORD_MESSAGE,
         "sms_notice_unlocked",

@@ -21,6 +21,10 @@ use crate::domain::Email;
 pub struct ConversationState {
     /// The step waiting for input.
     pub step: String,
+    /// Turns this conversation has taken (capped by
+    /// `CONVERSATION_MAX_TURNS`).
+    #[serde(default)]
+    pub turns: u32,
     /// Invalid inputs in a row at this step.
     #[serde(default)]
     pub invalid_in_a_row: u32,

@@ -263,6 +263,8 @@ pub const SYSTEM_MESSAGES: &[&str] = &[
     "service_busy",
     "directory_unavailable",
     "message_too_long",
+    "too_many_turns",
+    "replies_spent",
     "text_not_delivered",
     "conversation_ended",
     "default_contact",

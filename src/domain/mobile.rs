@@ -430,6 +430,50 @@ pub fn is_drama_number(number: &PhoneNumber) -> bool {
         && (7_700_900_000..=7_700_900_999).contains(&number.national().value())
 }
 
+/// The regions (ISO 3166 codes, as libphonenumber assigns numbers to them)
+/// whose numbers may text the service (`SMS_SENDER_COUNTRIES`); a text from
+/// anywhere else gets no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderCountries(Vec<phonenumber::country::Id>);
+
+impl SenderCountries {
+    /// The default: the UK and the Crown Dependencies.
+    pub const DEFAULT: &'static str = "GB,GG,JE,IM";
+
+    /// A comma-separated list of region codes (`GB,GG,JE,IM`).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut ids = Vec::new();
+        for code in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            let upper = code.to_ascii_uppercase();
+            let id = upper
+                .parse::<phonenumber::country::Id>()
+                .map_err(|_| format!("'{code}' is not a country code (ISO 3166, like GB)"))?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            return Err("name at least one country (ISO 3166 codes, like GB,GG,JE,IM)".into());
+        }
+        Ok(Self(ids))
+    }
+
+    /// Whether `e164` is a valid number of one of these regions.
+    pub fn allows(&self, e164: &str) -> bool {
+        phonenumber::parse(None, e164)
+            .ok()
+            .filter(PhoneNumber::is_valid)
+            .and_then(|n| n.country().id())
+            .is_some_and(|id| self.0.contains(&id))
+    }
+}
+
+impl Default for SenderCountries {
+    fn default() -> Self {
+        Self::parse(Self::DEFAULT).unwrap_or_else(|_| unreachable!("the default parses"))
+    }
+}
+
 /// Masks a phone number for logs, keeping the country code and the last 3
 /// digits: `+447911223456` → `+44*******456`.
 ///
@@ -746,6 +790,28 @@ mod tests {
         );
         assert_eq!(parse_any_e164("garbage"), None);
         assert_eq!(parse_any_e164(""), None);
+    }
+
+    #[test]
+    fn sender_countries() {
+        let uk = SenderCountries::default();
+        for allowed in [GB, "+447797123456", "+447781123456", "+447624123456"] {
+            assert!(uk.allows(allowed), "{allowed}");
+        }
+        for refused in [
+            "+12025550123",
+            "+33612345678",
+            "+353861234567",
+            "garbage",
+            "",
+        ] {
+            assert!(!uk.allows(refused), "{refused}");
+        }
+        let with_france = SenderCountries::parse(" gb, FR ,").unwrap();
+        assert!(with_france.allows("+33612345678"));
+        assert!(!with_france.allows("+447797123456"), "Jersey is not GB");
+        assert!(SenderCountries::parse("").is_err());
+        assert!(SenderCountries::parse("GB,XX1").is_err());
     }
 
     #[test]

@@ -32,8 +32,8 @@ pub use conversation_key::{Channel, ConversationKey, KeyError};
 pub use email::{Email, EmailError};
 pub use last4::{Last4, Last4Error};
 pub use mobile::{
-    PhoneError, RegisteredMobile, UkMobile, mask_phone_number, normalise_spreadsheet_number,
-    parse_any_e164, parse_registered_mobile, parse_uk_mobile,
+    PhoneError, RegisteredMobile, SenderCountries, UkMobile, mask_phone_number,
+    normalise_spreadsheet_number, parse_any_e164, parse_registered_mobile, parse_uk_mobile,
 };
 pub use secret::{
     Answer, AnswerHash, AnswerNormalisation, HashError, HashMemory, PolicyError, TempPassword,

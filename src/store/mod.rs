@@ -112,11 +112,29 @@ pub struct OutboxItem {
     pub created_at: DateTime<Utc>,
 }
 
+/// What a turn does to the conversation's stored state.
+#[derive(Debug, Clone)]
+pub enum ConversationChange {
+    /// Store this state.
+    Save(ConversationState),
+    /// Delete the conversation's row.
+    Delete,
+    /// Leave the row as it was (a message the service does not answer).
+    Keep,
+}
+
+/// Replies given to one sender since the start of its current day-long
+/// window: the per-sender reply budget (`SENDER_REPLIES_PER_DAY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyWindow {
+    pub since: DateTime<Utc>,
+    pub replies: u32,
+}
+
 /// Everything one turn writes, committed in one transaction.
 #[derive(Debug, Clone)]
 pub struct TurnCommit {
-    /// `None` ends the conversation (the row is deleted).
-    pub state: Option<ConversationState>,
+    pub state: ConversationChange,
     pub now: DateTime<Utc>,
     /// The inbound message's id (Twilio `MessageSid`, Telegram `update_id`)
     /// and the reply given, so a repeated delivery gets the same answer.
@@ -133,6 +151,8 @@ pub struct TurnCommit {
     pub outbox: Vec<NewOutboxItem>,
     /// Failed texts this turn told the user about.
     pub reported_failures: Vec<uuid::Uuid>,
+    /// The sender's reply window after this turn, when it is counted.
+    pub replies: Option<ReplyWindow>,
 }
 
 /// What the maintenance sweep deletes: everything older than these times.
@@ -148,6 +168,8 @@ pub struct SweepCutoffs {
     pub blocks_ended_before: DateTime<Utc>,
     /// Audit events before this.
     pub audit_before: DateTime<Utc>,
+    /// Reply windows that started before this have ended.
+    pub reply_windows_before: DateTime<Utc>,
 }
 
 /// Rows the sweep deleted, per table.
@@ -158,6 +180,7 @@ pub struct Swept {
     pub verification_failures: u64,
     pub account_blocks: u64,
     pub audit_log: u64,
+    pub sender_replies: u64,
 }
 
 impl Swept {
@@ -167,6 +190,7 @@ impl Swept {
             + self.verification_failures
             + self.account_blocks
             + self.audit_log
+            + self.sender_replies
     }
 }
 
@@ -186,6 +210,8 @@ pub trait TurnTx: Send {
     /// Texts of this conversation that finally failed and that the user has
     /// not been told about yet: (outbox id, kind).
     async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError>;
+    /// This sender's reply window as stored (it may have ended).
+    async fn reply_window(&mut self) -> Result<Option<ReplyWindow>, StoreError>;
     /// Write everything the turn decided, atomically, and release the conversation.
     async fn commit(self: Box<Self>, commit: TurnCommit) -> Result<(), StoreError>;
 }
@@ -225,6 +251,9 @@ pub trait Store: Send + Sync {
     async fn sweep(&self, cutoffs: SweepCutoffs) -> Result<Swept, StoreError>;
     /// The audit trail, oldest first.
     async fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Record an event outside any turn (a message the service does not
+    /// answer at all).
+    async fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError>;
 
     /// Claim up to `limit` texts that are due (pending and due, or whose
     /// sending lease has run out), leasing them until `now + lease`. Each

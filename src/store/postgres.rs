@@ -13,8 +13,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::{
-    AuditEvent, FailureCounts, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation,
-    SweepCutoffs, Swept, TurnCommit, TurnTx,
+    AuditEvent, ConversationChange, FailureCounts, OutboxItem, ProcessedPrune, ReplyWindow, Store,
+    StoreError, StoredConversation, SweepCutoffs, Swept, TurnCommit, TurnTx,
 };
 use crate::domain::{Channel, ConversationKey, Email, SenderKey};
 use crate::sms::SmsKind;
@@ -191,6 +191,19 @@ impl TurnTx for PgTurn {
             .collect())
     }
 
+    async fn reply_window(&mut self) -> Result<Option<ReplyWindow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT window_start, replies FROM sender_replies WHERE conversation_key = $1",
+        )
+        .bind(&self.key)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(row.map(|r| ReplyWindow {
+            since: r.get("window_start"),
+            replies: u32::try_from(r.get::<i32, _>("replies")).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn commit(self: Box<Self>, c: TurnCommit) -> Result<(), StoreError> {
         let PgTurn {
             mut tx,
@@ -199,7 +212,8 @@ impl TurnTx for PgTurn {
         } = *self;
         let channel = key.split(':').next().unwrap_or_default().to_owned();
         match &c.state {
-            Some(state) => {
+            ConversationChange::Keep => {}
+            ConversationChange::Save(state) => {
                 sqlx::query(
                     "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES ($1, $2, $3, $3)
                      ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
@@ -210,7 +224,7 @@ impl TurnTx for PgTurn {
                 .execute(&mut *tx)
                 .await?;
             }
-            None => {
+            ConversationChange::Delete => {
                 sqlx::query("DELETE FROM conversations WHERE conversation_key = $1")
                     .bind(&key)
                     .execute(&mut *tx)
@@ -295,6 +309,17 @@ impl TurnTx for PgTurn {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if let Some(window) = c.replies {
+            sqlx::query(
+                "INSERT INTO sender_replies (conversation_key, window_start, replies) VALUES ($1, $2, $3)
+                 ON CONFLICT (conversation_key) DO UPDATE SET window_start = excluded.window_start, replies = excluded.replies",
+            )
+            .bind(&key)
+            .bind(window.since)
+            .bind(i32::try_from(window.replies).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await?;
         }
         insert_audit(&mut tx, &c.audit).await?;
         tx.commit().await?;
@@ -424,6 +449,11 @@ impl Store for PgStore {
             )
             .await?,
             audit_log: delete("DELETE FROM audit_log WHERE at < $1", c.audit_before).await?,
+            sender_replies: delete(
+                "DELETE FROM sender_replies WHERE window_start < $1",
+                c.reply_windows_before,
+            )
+            .await?,
         };
         tx.commit().await?;
         // Also catches row versions an earlier rewrite had to keep for a
@@ -449,6 +479,11 @@ impl Store for PgStore {
                 outcome: r.get("outcome"),
             })
             .collect())
+    }
+
+    async fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, &[event]).await
     }
 
     async fn claim_outbox(

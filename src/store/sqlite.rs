@@ -15,8 +15,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{
-    AuditEvent, FailureCounts, OutboxItem, ProcessedPrune, Store, StoreError, StoredConversation,
-    SweepCutoffs, Swept, TurnCommit, TurnTx,
+    AuditEvent, ConversationChange, FailureCounts, OutboxItem, ProcessedPrune, ReplyWindow, Store,
+    StoreError, StoredConversation, SweepCutoffs, Swept, TurnCommit, TurnTx,
 };
 use crate::domain::{Channel, ConversationKey, Email, SenderKey};
 use crate::sms::SmsKind;
@@ -202,13 +202,27 @@ impl TurnTx for SqliteTurn {
             .collect())
     }
 
+    async fn reply_window(&mut self) -> Result<Option<ReplyWindow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT window_start, replies FROM sender_replies WHERE conversation_key = $1",
+        )
+        .bind(&self.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ReplyWindow {
+            since: from_millis(r.get("window_start")),
+            replies: u32::try_from(r.get::<i64, _>("replies")).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn commit(self: Box<Self>, c: TurnCommit) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = to_millis(c.now);
         let channel = self.key.split(':').next().unwrap_or_default().to_owned();
         let self_senders = &self.senders;
         match &c.state {
-            Some(state) => {
+            ConversationChange::Keep => {}
+            ConversationChange::Save(state) => {
                 sqlx::query(
                     "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES ($1, $2, $3, $3)
                      ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
@@ -219,7 +233,7 @@ impl TurnTx for SqliteTurn {
                 .execute(&mut *tx)
                 .await?;
             }
-            None => {
+            ConversationChange::Delete => {
                 sqlx::query("DELETE FROM conversations WHERE conversation_key = $1")
                     .bind(&self.key)
                     .execute(&mut *tx)
@@ -293,6 +307,17 @@ impl TurnTx for SqliteTurn {
                 .bind(id.to_string())
                 .execute(&mut *tx)
                 .await?;
+        }
+        if let Some(window) = c.replies {
+            sqlx::query(
+                "INSERT INTO sender_replies (conversation_key, window_start, replies) VALUES ($1, $2, $3)
+                 ON CONFLICT (conversation_key) DO UPDATE SET window_start = excluded.window_start, replies = excluded.replies",
+            )
+            .bind(&self.key)
+            .bind(to_millis(window.since))
+            .bind(i64::from(window.replies))
+            .execute(&mut *tx)
+            .await?;
         }
         insert_audit(&mut tx, &c.audit).await?;
         tx.commit().await?;
@@ -422,6 +447,11 @@ impl Store for SqliteStore {
             )
             .await?,
             audit_log: delete("DELETE FROM audit_log WHERE at < $1", c.audit_before).await?,
+            sender_replies: delete(
+                "DELETE FROM sender_replies WHERE window_start < $1",
+                c.reply_windows_before,
+            )
+            .await?,
         };
         tx.commit().await?;
         // Deleted rows are zeroed in the pages (secure_delete); their
@@ -447,6 +477,11 @@ impl Store for SqliteStore {
                 outcome: r.get("outcome"),
             })
             .collect())
+    }
+
+    async fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, &[event]).await
     }
 
     async fn claim_outbox(

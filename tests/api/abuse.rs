@@ -526,3 +526,119 @@ async fn a_block_set_after_verifying_is_checked_at_the_options_step() {
     assert!(reply.contains("could not verify"), "{reply}");
     assert_eq!(app.account(VICTIM)["locked"], true, "nothing changed");
 }
+
+// ------------------------------------------------------------------------
+// Finding 5: reply cost.
+
+const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+/// A text from a number outside `SMS_SENDER_COUNTRIES` (by default the UK
+/// and the Crown Dependencies) gets no reply: 200 with an empty
+/// `<Response/>`, so Twilio neither retries nor sends anything. It starts
+/// no conversation and is audited.
+#[tokio::test]
+async fn texts_from_outside_the_sender_countries_get_no_reply_and_are_audited() {
+    let mut app = spawn_app().await;
+    for abroad in ["+12025550123", "+33612345678"] {
+        let sid = app.next_sid();
+        let (status, content_type, body) = app.text_with_sid(abroad, "UNLOCK", &sid).await;
+        assert_eq!(status, 200, "Twilio must not retry");
+        assert!(content_type.starts_with("text/xml"), "{content_type}");
+        assert_eq!(body, EMPTY_TWIML, "{abroad}");
+    }
+    assert_eq!(app.count("conversations").await, 0, "no conversation");
+    let audit = app.audit();
+    let refused: Vec<_> = audit
+        .iter()
+        .filter(|e| e["outcome"] == "sender_country")
+        .collect();
+    assert_eq!(refused.len(), 2, "{audit:?}");
+    assert_eq!(refused[0]["channel"], "sms");
+    assert!(
+        !refused[0]["sender"]
+            .as_str()
+            .unwrap()
+            .contains("2025550123"),
+        "masked: {refused:?}"
+    );
+    // The UK and a Crown Dependency (Jersey) are answered.
+    for home in [USER_PHONE, "+447797123456"] {
+        let reply = app.text_from(home, "UNLOCK").await;
+        assert!(reply.contains("email address"), "{home}: {reply}");
+    }
+    assert!(app.sent_texts().await.is_empty());
+}
+
+/// `SMS_SENDER_COUNTRIES` chooses the countries.
+#[tokio::test]
+async fn sms_sender_countries_can_be_widened() {
+    let mut app = spawn_app_with(Options {
+        env: vec![("SMS_SENDER_COUNTRIES", "GB,FR".into())],
+    })
+    .await;
+    let reply = app.text_from("+33612345678", "UNLOCK").await;
+    assert!(reply.contains("email address"), "{reply}");
+    let sid = app.next_sid();
+    let (_, _, body) = app.text_with_sid("+447797123456", "UNLOCK", &sid).await;
+    assert_eq!(body, EMPTY_TWIML, "Jersey is no longer listed");
+}
+
+/// A sender gets `SENDER_REPLIES_PER_DAY` replies; then one line saying so;
+/// then silence (empty TwiML) until the day is over. Other senders are not
+/// affected.
+#[tokio::test]
+async fn a_senders_replies_are_budgeted_per_day() {
+    let mut app = spawn_app_with(Options {
+        env: vec![("SENDER_REPLIES_PER_DAY", "5".into())],
+    })
+    .await;
+    for _ in 0..5 {
+        let reply = app.text("UNLOCK").await;
+        assert!(reply.contains("email address"), "{reply}");
+    }
+    let spent = app.text("UNLOCK").await;
+    assert!(spent.contains("all the replies we can send"), "{spent}");
+    for body in ["UNLOCK", "?", "jane.smith@nhs.net"] {
+        let sid = app.next_sid();
+        let (status, _, twiml) = app.text_with_sid(USER_PHONE, body, &sid).await;
+        assert_eq!(status, 200);
+        assert_eq!(twiml, EMPTY_TWIML, "silent after the notice");
+    }
+    let audit = app.audit();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e["outcome"] == "reply_budget_spent")
+            .count(),
+        1,
+        "said once"
+    );
+    // Another phone is answered.
+    let other = app.text_from("+447811654321", "UNLOCK").await;
+    assert!(other.contains("email address"), "{other}");
+    // A day later the sender is answered again.
+    app.advance(chrono::Duration::hours(24));
+    let again = app.text("UNLOCK").await;
+    assert!(again.contains("email address"), "{again}");
+}
+
+/// `?` does not answer forever: a conversation that reaches
+/// `CONVERSATION_MAX_TURNS` ends, and a new one can start.
+#[tokio::test]
+async fn a_conversation_ends_after_its_maximum_number_of_turns() {
+    let mut app = spawn_app_with(Options {
+        env: vec![("CONVERSATION_MAX_TURNS", "10".into())],
+    })
+    .await;
+    app.text("UNLOCK").await;
+    for _ in 1..10 {
+        let help = app.text("?").await;
+        assert!(help.contains("email address"), "{help}");
+    }
+    let ended = app.text("?").await;
+    assert!(ended.contains("gone on too long"), "{ended}");
+    assert_eq!(app.live_conversations().await, 0);
+    assert!(app.audit().iter().any(|e| e["outcome"] == "too_many_turns"));
+    let again = app.text("UNLOCK").await;
+    assert!(again.contains("email address"), "{again}");
+}
