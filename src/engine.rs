@@ -172,6 +172,11 @@ impl Engine {
         &self.dialog
     }
 
+    /// What the unlock policy has asked of its ports (for tests).
+    pub fn work(&self) -> Arc<crate::unlock::work::WorkCounter> {
+        self.unlock.work()
+    }
+
     /// The reply to send when a turn fails: nothing was changed.
     pub fn unavailable_reply(&self) -> Reply {
         Reply {

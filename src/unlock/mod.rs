@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use secrecy::SecretString;
 
 pub mod turn;
+pub mod work;
 
 use crate::dialog::render::{Vars, render};
 use crate::dialog::spec::TEMP_PASSWORD_MESSAGE;
@@ -26,6 +27,7 @@ use crate::sms::outbox::{OutboxKey, queue};
 use crate::sms::{OutboundSms, SmsKind};
 use crate::store::{FailureCounts, Store};
 use turn::{Input, KnownAccount, Turn, TurnError};
+use work::{Work, WorkCounter};
 
 /// How security answers are asked for (`ANSWER_MODE`).
 #[derive(Debug, Clone, Default)]
@@ -159,6 +161,8 @@ pub struct Unlock {
     /// Numbers users share as their own are kept, and compared, as keyed
     /// hashes under this key.
     senders: SenderKey,
+    /// What the policy asked of its ports (see [`work`]).
+    work: Arc<WorkCounter>,
 }
 
 impl Unlock {
@@ -182,7 +186,13 @@ impl Unlock {
             dialog,
             policy,
             senders,
+            work: Arc::default(),
         }
+    }
+
+    /// What the policy has asked of its ports since start-up.
+    pub fn work(&self) -> Arc<WorkCounter> {
+        self.work.clone()
     }
 
     /// How a number the user shared as their own is kept in the
@@ -205,16 +215,28 @@ impl Unlock {
             return Ok(cached.clone());
         }
         let found = match &turn.state.email {
-            Some(email) => match self.directory.find(email).await? {
-                Some(account) => {
-                    let questions = self
-                        .enrolments
-                        .questions(&account.account.id, account.email())
-                        .await?;
-                    Some(KnownAccount { account, questions })
+            Some(email) => {
+                self.work.note(Work::DirectoryFind);
+                let account = self.directory.find(email).await?;
+                // An unknown email is looked up in the enrolments too (under
+                // the email, as the built-in directory's ids are), so that
+                // it takes as long as a known one.
+                self.work.note(Work::EnrolmentQuestions);
+                match account {
+                    Some(account) => {
+                        let questions = self
+                            .enrolments
+                            .questions(&account.account.id, account.email())
+                            .await?;
+                        Some(KnownAccount { account, questions })
+                    }
+                    None => {
+                        let id = crate::directory::AccountId::new(email.as_str());
+                        let _ = self.enrolments.questions(&id, email).await?;
+                        None
+                    }
                 }
-                None => None,
-            },
+            }
             None => None,
         };
         turn.account = Some(found.clone());
@@ -271,20 +293,31 @@ impl Unlock {
             turn.audit("refusal", "sender_paused");
             return Ok(Outcome::SenderPaused);
         }
-        let Some(KnownAccount { account, questions }) = self.account(turn).await? else {
-            turn.audit("verification", "failed:unknown_account");
-            return Ok(Outcome::Failed);
-        };
-        if self.blocked(&email, &account, counts, turn).await? {
+        // An unknown email goes through the same steps as a known one with
+        // the wrong digits (the same look-ups, block check, comparison and
+        // counted failure), so that the reply does not come sooner for it.
+        let known = self.account(turn).await?;
+        let found = known.as_ref().map(|k| &k.account);
+        if self.blocked(&email, found, counts, turn).await? {
             turn.audit("refusal", "blocked");
             return Ok(Outcome::Failed);
         }
-        let Some(mobile) = &account.mobile else {
+        let registered = found.and_then(|a| a.mobile.clone());
+        let expected = registered
+            .as_ref()
+            .map_or_else(Last4::placeholder, RegisteredMobile::last4);
+        self.work.note(Work::DigitsCompared);
+        let matched = expected.matches(&digits);
+        let Some(KnownAccount { account, questions }) = known else {
+            self.fail(&email, None, "unknown_account", counts, turn)
+                .await?;
+            return Ok(Outcome::Failed);
+        };
+        let Some(mobile) = registered else {
             turn.audit("verification", "failed:no_mobile");
             return Ok(Outcome::Failed);
         };
-        if !mobile.last4().matches(&digits) {
-            let mobile = mobile.clone();
+        if !matched {
             self.fail(&email, Some(&mobile), "wrong_digits", counts, turn)
                 .await?;
             return Ok(Outcome::Failed);
@@ -410,7 +443,7 @@ impl Unlock {
             return Ok(Outcome::Failed);
         }
         let blocked = match &known {
-            Some(account) => self.blocked(&email, account, counts, turn).await?,
+            Some(account) => self.blocked(&email, Some(account), counts, turn).await?,
             None => true,
         };
         if blocked {
@@ -427,6 +460,7 @@ impl Unlock {
     /// sender (the account is held for the turn, so they cannot change
     /// until it commits).
     async fn failure_counts(&self, email: &Email, turn: &Turn) -> Result<FailureCounts, TurnError> {
+        self.work.note(Work::FailureCounts);
         Ok(self
             .store
             .failure_counts(
@@ -444,13 +478,14 @@ impl Unlock {
     async fn blocked(
         &self,
         email: &Email,
-        account: &Account,
+        account: Option<&Account>,
         counts: FailureCounts,
         turn: &Turn,
     ) -> Result<bool, TurnError> {
-        if self.comes_from_own_mobile(account, turn) {
+        if account.is_some_and(|a| self.comes_from_own_mobile(a, turn)) {
             return Ok(counts.account_by_sender >= i64::from(self.policy.max_failures));
         }
+        self.work.note(Work::BlockedUntil);
         Ok(self.store.blocked_until(email, turn.now).await?.is_some())
     }
 
@@ -489,13 +524,18 @@ impl Unlock {
     ) -> Result<(), TurnError> {
         turn.audit("verification", &format!("failed:{reason}"));
         turn.failures.push(email.clone());
-        let Some(RegisteredMobile::Uk(mobile)) = mobile else {
-            return Ok(());
-        };
+        self.work.note(Work::FailureRecorded);
         if counts.account + 1 != i64::from(self.policy.max_failures) {
             return Ok(());
         }
-        if let Some(last) = self.store.last_block_notice(email).await?
+        // Asked whether or not there is a mobile to tell (an unknown email
+        // takes the same steps as a known one).
+        self.work.note(Work::LastBlockNotice);
+        let last = self.store.last_block_notice(email).await?;
+        let Some(RegisteredMobile::Uk(mobile)) = mobile else {
+            return Ok(());
+        };
+        if let Some(last) = last
             && turn.now - last < Duration::hours(24)
         {
             return Ok(());
@@ -547,7 +587,7 @@ impl Unlock {
         // A block set since the user verified (others' failures, unless this
         // is the registered mobile) stops the change too.
         let counts = self.failure_counts(&email, turn).await?;
-        if self.blocked(&email, &account, counts, turn).await? {
+        if self.blocked(&email, Some(&account), counts, turn).await? {
             turn.audit("refusal", "blocked");
             return Ok(Outcome::Failed);
         }

@@ -310,6 +310,8 @@ pub struct TestApp {
     sid_counter: u64,
     /// The running server's hashing pool (to watch how much runs at once).
     pub hasher: Option<Hasher>,
+    /// What the running server's unlock policy asked of its ports.
+    pub work: Option<Arc<unlockbot::unlock::work::WorkCounter>>,
 }
 
 /// Options for a test server.
@@ -347,6 +349,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         server: None,
         sid_counter: 0,
         hasher: None,
+        work: None,
     };
     app.start().await;
     app
@@ -531,7 +534,11 @@ impl TestApp {
                 let app = Application::build_with(settings, clock, None)
                     .await
                     .expect("app builds");
-                let _ = ready_tx.send((app.port(), app.services.hasher.clone()));
+                let _ = ready_tx.send((
+                    app.port(),
+                    app.services.hasher.clone(),
+                    app.services.engine.work(),
+                ));
                 app.run_until(async {
                     let _ = stop_rx.await;
                 })
@@ -539,8 +546,9 @@ impl TestApp {
                 .expect("server runs");
             });
         });
-        let (port, hasher) = ready_rx.await.expect("server started");
+        let (port, hasher, work) = ready_rx.await.expect("server started");
         self.hasher = Some(hasher);
+        self.work = Some(work);
         self.address = format!("http://127.0.0.1:{port}");
         self.stop = Some(stop_tx);
         self.server = Some(server);

@@ -112,15 +112,18 @@ async fn every_unverifiable_user_gets_the_same_generic_reply_and_nothing_changes
     app.text(answer_for(&q1)).await;
     replies.push(("second answer wrong", app.text("wrong").await));
 
+    // From another phone: this one has now failed against three accounts
+    // (an unknown email counts as one), which stops it (SENDER_MAX_ACCOUNTS).
+    let other = "+447811654321";
     // No mobile on the account (any digits).
-    app.text("UNLOCK").await;
-    app.text("no.mobile@nhs.net").await;
-    replies.push(("no mobile", app.text("3456").await));
+    app.text_from(other, "UNLOCK").await;
+    app.text_from(other, "no.mobile@nhs.net").await;
+    replies.push(("no mobile", app.text_from(other, "3456").await));
 
     // One enrolled question, two needed.
-    app.text("UNLOCK").await;
-    app.text("one.question@nhs.net").await;
-    replies.push(("too few questions", app.text("3456").await));
+    app.text_from(other, "UNLOCK").await;
+    app.text_from(other, "one.question@nhs.net").await;
+    replies.push(("too few questions", app.text_from(other, "3456").await));
 
     for (case, reply) in &replies {
         assert_eq!(reply, NOT_VERIFIED, "{case}");
