@@ -158,6 +158,106 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, text).into_response()
 }
 
+/// How a request was signed: what the signature is checked against.
+pub struct Signed<'a> {
+    pub auth_token: &'a str,
+    /// The public URL Twilio posted to (with the query string).
+    pub url: String,
+    /// `X-Twilio-Signature` (empty when missing).
+    pub signature: &'a str,
+}
+
+/// An inbound text, as the webhook accepts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundSms {
+    pub key: ConversationKey,
+    /// The sender, E.164.
+    pub sender: String,
+    pub body: String,
+    pub message_sid: String,
+}
+
+/// Why a webhook request is refused (nothing is processed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a well-formed form (bad encoding, an empty or repeated name).
+    Malformed,
+    /// The signature is missing or wrong.
+    Signature,
+    /// `From`, `Body` or `MessageSid` is missing.
+    MissingFields,
+    /// `AccountSid` is not this service's account.
+    OtherAccount,
+    /// `From` is not a phone number.
+    BadFrom,
+    /// `MessageSid` does not have Twilio's shape.
+    BadMessageSid,
+}
+
+impl Refused {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refused::Signature | Refused::OtherAccount => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Refused::Malformed => "malformed form body",
+            Refused::Signature => "invalid signature",
+            Refused::MissingFields => "From, Body and MessageSid are required",
+            Refused::OtherAccount => "AccountSid is not this service's account",
+            Refused::BadFrom => "From is not a phone number",
+            Refused::BadMessageSid => "MessageSid is not valid",
+        }
+    }
+}
+
+/// Check a webhook body, in order: a strict form, the signature (when
+/// `signed`), the fields the bot uses, the account (when `account_sid`),
+/// the sender and the message id. The same checks in the same order as
+/// the route, as a function (fuzzed in `tests/fuzz.rs`).
+pub fn accept(
+    body: &[u8],
+    signed: Option<&Signed<'_>>,
+    account_sid: Option<&str>,
+) -> Result<InboundSms, Refused> {
+    let params = parse_form(body).map_err(|_| Refused::Malformed)?;
+    if let Some(signed) = signed
+        && (signed.signature.is_empty()
+            || !verify(signed.auth_token, &signed.url, &params, signed.signature))
+    {
+        return Err(Refused::Signature);
+    }
+    let field = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(from), Some(text), Some(sid)) = (field("From"), field("Body"), field("MessageSid"))
+    else {
+        return Err(Refused::MissingFields);
+    };
+    if let Some(account) = account_sid
+        && field("AccountSid") != Some(account)
+    {
+        return Err(Refused::OtherAccount);
+    }
+    let sender = parse_any_e164(from).ok_or(Refused::BadFrom)?;
+    let key = ConversationKey::new(Channel::Sms, &sender).map_err(|_| Refused::BadFrom)?;
+    if !is_message_sid(sid) {
+        return Err(Refused::BadMessageSid);
+    }
+    Ok(InboundSms {
+        key,
+        sender,
+        body: text.to_owned(),
+        message_sid: sid.to_owned(),
+    })
+}
+
 /// What the SMS webhook needs; its routes are its own.
 #[derive(Clone)]
 pub struct TwilioWebhook {
@@ -191,54 +291,35 @@ pub async fn webhook(
         // No way to tell Twilio from a forger: the SMS channel is off.
         return plain(StatusCode::NOT_FOUND, "the SMS channel is not configured");
     }
-    let Ok(params) = parse_form(&body) else {
-        return plain(StatusCode::BAD_REQUEST, "malformed form body");
-    };
-    if let Some(token) = &app.auth_token {
+    let signed = app.auth_token.as_ref().map(|token| {
         let base = app.public_base_url.as_deref().unwrap_or_default();
         let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(PATH);
-        let url = format!("{base}{path_and_query}");
         let given = headers
             .get("x-twilio-signature")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        if given.is_empty() || !verify(token.expose_secret(), &url, &params, given) {
-            tracing::warn!("refused a webhook with a missing or wrong Twilio signature");
-            return plain(StatusCode::FORBIDDEN, "invalid signature");
+        Signed {
+            auth_token: token.expose_secret(),
+            url: format!("{base}{path_and_query}"),
+            signature: given,
         }
-    }
-    let field = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    });
+    let inbound = match accept(&body, signed.as_ref(), app.account_sid.as_deref()) {
+        Ok(inbound) => inbound,
+        Err(refused) => {
+            if matches!(refused, Refused::Signature | Refused::OtherAccount) {
+                tracing::warn!(why = ?refused, "refused a webhook");
+            }
+            return plain(refused.status(), refused.message());
+        }
     };
-    let (Some(from), Some(text), Some(sid)) = (field("From"), field("Body"), field("MessageSid"))
-    else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "From, Body and MessageSid are required",
-        );
-    };
-    if let Some(account) = &app.account_sid
-        && field("AccountSid") != Some(account.as_str())
-    {
-        tracing::warn!("refused a webhook for another Twilio account");
-        return plain(
-            StatusCode::FORBIDDEN,
-            "AccountSid is not this service's account",
-        );
-    }
-    let Some(sender) = parse_any_e164(from) else {
-        return plain(StatusCode::BAD_REQUEST, "From is not a phone number");
-    };
-    let Ok(key) = ConversationKey::new(Channel::Sms, &sender) else {
-        return plain(StatusCode::BAD_REQUEST, "From is not a phone number");
-    };
-    if !is_message_sid(sid) {
-        return plain(StatusCode::BAD_REQUEST, "MessageSid is not valid");
-    }
-    tracing::Span::current().record("message_sid", sid);
+    let InboundSms {
+        key,
+        sender,
+        body: text,
+        message_sid: sid,
+    } = inbound;
+    tracing::Span::current().record("message_sid", sid.as_str());
     if !app.sender_countries.allows(&sender) {
         // No reply at all (an empty TwiML answer, so Twilio neither
         // retries nor sends anything): replies abroad cost the most.
@@ -251,11 +332,11 @@ pub async fn webhook(
     let inbound = Inbound {
         language: None,
         key,
-        message_id: Some(sid.to_owned()),
+        message_id: Some(sid),
         start_over: false,
         own_mobile: None,
         can_share_number: false,
-        text: text.to_owned(),
+        text,
     };
     match app.engine.handle(inbound).await {
         Ok(reply) => twiml_response(StatusCode::OK, &reply.text()),

@@ -341,7 +341,7 @@ impl TelegramChannel {
             // user id, changes nothing.
             let sender = message.from.as_ref().map(|u| u.id);
             let own = contact.user_id.is_some() && contact.user_id == sender;
-            let number = own.then(|| own_number(&contact.phone_number)).flatten();
+            let number = own.then(|| contact_number(&contact.phone_number)).flatten();
             let Some(number) = number else {
                 tracing::info!(
                     update_id = id,
@@ -519,13 +519,18 @@ struct Said {
 
 /// A contact's number as E.164. Telegram gives the digits of the
 /// international form, with or without the leading `+`.
-fn own_number(raw: &str) -> Option<String> {
+pub fn contact_number(raw: &str) -> Option<String> {
     let digits = raw.trim();
     let digits = digits.strip_prefix('+').unwrap_or(digits);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     parse_any_e164(&format!("+{digits}"))
+}
+
+/// A webhook body as a Telegram update (fuzzed in `tests/fuzz.rs`).
+pub fn parse_update(body: &[u8]) -> Result<Update, serde_json::Error> {
+    serde_json::from_slice(body)
 }
 
 /// `POST /telegram/webhook`: constant-time secret check, then parse, then
@@ -557,9 +562,8 @@ pub async fn webhook(
         tracing::warn!("refused a Telegram webhook with a missing or wrong secret token");
         return (StatusCode::UNAUTHORIZED, "invalid secret token").into_response();
     }
-    let update: Update = match serde_json::from_slice(&body) {
-        Ok(update) => update,
-        Err(_) => return (StatusCode::BAD_REQUEST, "not a Telegram update").into_response(),
+    let Ok(update) = parse_update(&body) else {
+        return (StatusCode::BAD_REQUEST, "not a Telegram update").into_response();
     };
     match channel.process(update).await {
         Ok(()) => StatusCode::OK.into_response(),
