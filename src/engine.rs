@@ -81,6 +81,11 @@ pub struct Reply {
     pub choices: Vec<Choice>,
     /// The inbound text was a security answer (a chat may delete it).
     pub input_was_secret: bool,
+    /// The reply shows the last 4 digits of the registered mobile (a chat
+    /// deletes such messages once the conversation ends).
+    pub shows_last4: bool,
+    /// The conversation ended with this reply.
+    pub ended: bool,
     /// This was a repeated delivery, answered from the record.
     pub repeated: bool,
     /// Offer the user to share their own phone number, with a button of
@@ -183,6 +188,8 @@ impl Engine {
             parts: vec![self.dialog.wording.text("service_unavailable").to_owned()],
             choices: Vec::new(),
             input_was_secret: false,
+            shows_last4: false,
+            ended: false,
             repeated: false,
             share_number: None,
             number_shared: false,
@@ -196,6 +203,8 @@ impl Engine {
             parts: vec![self.dialog.wording.text("service_busy").to_owned()],
             choices: Vec::new(),
             input_was_secret: false,
+            shows_last4: false,
+            ended: false,
             repeated: false,
             share_number: None,
             number_shared: false,
@@ -227,6 +236,8 @@ impl Engine {
                 parts: vec![text],
                 choices: Vec::new(),
                 input_was_secret: false,
+                shows_last4: false,
+                ended: false,
                 repeated: true,
                 share_number: None,
                 number_shared: false,
@@ -253,6 +264,7 @@ impl Engine {
             block_notices: Vec::new(),
             outbox: Vec::new(),
             account: None,
+            shows_last4: false,
         };
         let mut input_was_secret = false;
         let mut expired = false;
@@ -496,6 +508,7 @@ impl Engine {
                 turn.outbox.clear();
                 turn.audit("directory", "unavailable");
                 parts.clear();
+                turn.shows_last4 = false;
                 parts.push(self.dialog.wording.text("directory_unavailable").to_owned());
                 input_was_secret = false;
                 before
@@ -518,6 +531,7 @@ impl Engine {
                 .collect(),
             _ => Vec::new(),
         };
+        let ended = next_state.is_none();
         // An ended conversation is kept, with nothing of it but that it
         // ended, until it would have timed out: a "thanks" after it gets a
         // short line rather than a new greeting.
@@ -536,6 +550,8 @@ impl Engine {
             parts,
             choices,
             input_was_secret,
+            shows_last4: turn.shows_last4,
+            ended,
             repeated: false,
             share_number,
             number_shared: shared.is_some(),
@@ -576,6 +592,7 @@ impl Engine {
             block_notices: Vec::new(),
             outbox: Vec::new(),
             account: None,
+            shows_last4: false,
         };
         turn.audit("conversation", why);
         tx.commit(TurnCommit {
@@ -755,6 +772,9 @@ impl Engine {
         );
         if template.contains('{') {
             self.unlock.vars(turn, &mut vars).await?;
+        }
+        if template.contains("{last4}") && vars.contains_key("last4") {
+            turn.shows_last4 = true;
         }
         Ok(render(template, &vars))
     }

@@ -6,7 +6,7 @@
 //! own axum server; the secret token is checked in constant time before the
 //! body is parsed) and long polling (`getUpdates`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +24,8 @@ use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters, SetWebhookSetter
 use teloxide::prelude::Requester;
 use teloxide::types::{
     AllowedUpdate, ButtonRequest, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
-    KeyboardButton, KeyboardMarkup, KeyboardRemove, Message, ReplyMarkup, Update, UpdateKind,
+    KeyboardButton, KeyboardMarkup, KeyboardRemove, Message, MessageId, ReplyMarkup, Update,
+    UpdateKind,
 };
 use tokio::sync::watch;
 
@@ -84,7 +85,14 @@ pub struct TelegramChannel {
     /// holds the webhook request past its timeout; Telegram would then send
     /// the update again, and it would be skipped as already handled.
     background_replies: bool,
+    /// Per chat, the bot's messages that showed the last 4 digits of a
+    /// registered mobile, deleted once the conversation ends.
+    shown_last4: Mutex<HashMap<ChatId, Vec<MessageId>>>,
 }
+
+/// Messages with the last 4 digits remembered per chat at most (a
+/// conversation shows them a few times; older ones are forgotten).
+const MAX_SHOWN_LAST4: usize = 32;
 
 /// How many times polling tries one update before giving up on it (a
 /// database outage is retried; an update that can never be handled must
@@ -109,6 +117,7 @@ impl TelegramChannel {
             recent: Mutex::new(VecDeque::new()),
             retry_base: Duration::from_millis(250),
             background_replies: false,
+            shown_last4: Mutex::default(),
         })
     }
 
@@ -478,13 +487,51 @@ impl TelegramChannel {
             })
             .await;
         match sent {
+            Ok(message) if reply.shows_last4 && !reply.ended => {
+                let mut shown = self.shown_last4.lock().unwrap_or_else(|p| p.into_inner());
+                let ids = shown.entry(chat).or_default();
+                ids.push(message.id);
+                if ids.len() > MAX_SHOWN_LAST4 {
+                    ids.remove(0);
+                }
+            }
             Ok(_) => {}
             Err(CallError::Unreachable) => {
+                // Nothing can be deleted in a chat the bot cannot reach.
+                self.shown_last4
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&chat);
                 if let Err(e) = self.engine.end_quietly(key, "user_unreachable").await {
                     tracing::warn!(error = %e, "could not end the conversation");
                 }
+                return;
             }
             Err(CallError::Failed(e)) => tracing::error!(error = %e, "reply not delivered"),
+        }
+        if reply.ended {
+            self.delete_shown_last4(chat).await;
+        }
+    }
+
+    /// The conversation has ended: delete the bot's messages in it that
+    /// showed the last 4 digits of the registered mobile. (The reply that
+    /// ended it is kept: it says what happens next.) A message that cannot
+    /// be deleted is logged and left.
+    async fn delete_shown_last4(&self, chat: ChatId) {
+        let ids = self
+            .shown_last4
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&chat)
+            .unwrap_or_default();
+        for id in ids {
+            if let Err(e) = self
+                .call("deleteMessage", || self.bot.delete_message(chat, id))
+                .await
+            {
+                tracing::warn!(error = ?e, "could not delete a message that showed the last 4 digits");
+            }
         }
     }
 

@@ -72,6 +72,9 @@ pub struct Turn {
     /// The named account and its enrolled questions, fetched at most once
     /// per turn.
     pub account: Option<Option<KnownAccount>>,
+    /// A message of this turn's reply shows the last 4 digits of the
+    /// registered mobile.
+    pub shows_last4: bool,
 }
 
 impl Turn {

@@ -38,6 +38,8 @@ pub struct Call {
     /// The HTTP status the fake answered with: a scripted failure's, 404
     /// for a method it does not know, else 200.
     pub status: u16,
+    /// The id of the message a successful `sendMessage` created.
+    pub message_id: Option<i64>,
 }
 
 #[derive(Default)]
@@ -95,6 +97,20 @@ impl FakeTelegram {
             .into_iter()
             .filter(|c| c.status == 200 && c.body["chat_id"] == json!(chat))
             .map(|c| c.body["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Messages the bot sent to `chat`, with the ids Telegram gave them.
+    pub fn sent_messages(&self, chat: i64) -> Vec<(i64, String)> {
+        self.calls_to("sendMessage")
+            .into_iter()
+            .filter(|c| c.status == 200 && c.body["chat_id"] == json!(chat))
+            .map(|c| {
+                (
+                    c.message_id.expect("a sent message has an id"),
+                    c.body["text"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect()
     }
 
@@ -172,10 +188,16 @@ async fn handle(
     } else {
         json!({"raw": String::from_utf8_lossy(&body)})
     };
-    let scripted = {
+    let (scripted, message_id) = {
         let mut inner = fake.inner.lock().unwrap();
         let scripted = inner.failures.get_mut(&method).and_then(|q| q.pop_front());
+        // A message created gets the next id, as Telegram gives one.
+        let message_id = (method == "sendMessage" && scripted.is_none()).then(|| {
+            inner.next_message_id += 1;
+            inner.next_message_id
+        });
         inner.calls.push(Call {
+            message_id,
             method: method.clone(),
             body: parsed.clone(),
             at: Instant::now(),
@@ -190,7 +212,7 @@ async fn handle(
                 |(status, _)| *status,
             ),
         });
-        scripted
+        (scripted, message_id)
     };
     if let Some((status, body)) = scripted {
         return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
@@ -218,11 +240,7 @@ async fn handle(
             }
         }
         "sendMessage" => {
-            let id = {
-                let mut inner = fake.inner.lock().unwrap();
-                inner.next_message_id += 1;
-                inner.next_message_id
-            };
+            let id = message_id.unwrap_or_default();
             let chat_id = parsed["chat_id"].as_i64().unwrap_or(0);
             ok(json!({
                 "message_id": id,

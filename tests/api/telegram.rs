@@ -474,7 +474,10 @@ async fn answer_deletion(polling: bool) {
     assert!(options.contains("Your account is locked"), "{options}");
     chat.say("1").await; // 7
     settle().await;
-    assert_eq!(deleted_message_ids(&fake), vec![5, 6]);
+    // The answers, and (once the conversation ended) the bot's offer that
+    // showed the last 4 digits.
+    let offer = fake.sent_messages(CHAT)[4].0;
+    assert_eq!(deleted_message_ids(&fake), vec![5, 6, offer]);
     assert!(
         fake.calls_to("deleteMessage")
             .iter()
@@ -482,43 +485,64 @@ async fn answer_deletion(polling: bool) {
     );
 }
 
-/// ANSWER_MODE=characters over Telegram: three characters per question,
-/// the replies deleted like answers.
-async fn characters_unlock(polling: bool) {
-    use crate::characters::{characters_mode, reply_to, row_with_long_answers};
-    let (app, fake) = telegram_app_with(
-        polling,
-        characters_mode().env,
-        row_with_long_answers(EMAIL, MOBILE),
-    )
-    .await;
+/// The bot's own messages that repeat the last 4 digits (the offer, a help
+/// reply) are deleted once the conversation ends, and no others; a
+/// deletion that fails is logged and the rest go on.
+async fn last4_deletion(polling: bool) {
+    let (app, fake) = telegram_app(polling).await;
     let mut chat = Chat::new(&app, &fake, CHAT, polling);
-    chat.say("/start").await; // message 2
-    chat.say(EMAIL).await; // 3
-    let q1 = chat.say("3456").await; // 4
-    assert!(q1.contains("Enter characters"), "{q1}");
-    let q2 = chat.say(&reply_to(&q1, 0)).await; // 5
-    assert!(q2.contains("question 2 of 2"), "{q2}");
-    let options = chat.say(&reply_to(&q2, 2)).await; // 6
-    assert!(options.contains("Your account is locked"), "{options}");
-    let done = chat.press("option:1").await;
-    assert!(done.contains("Your account is unlocked"), "{done}");
-    assert_eq!(app.account(EMAIL)["locked"], false);
-    eventually("the replies with characters are deleted", || async {
-        let deleted = deleted_message_ids(&fake);
-        deleted.contains(&5) && deleted.contains(&6)
+    chat.verify().await;
+    let help = chat.say("?").await;
+    assert!(help.contains("mobile ending 3456"), "{help}");
+    settle().await;
+    let before_end = deleted_message_ids(&fake);
+    let sent = fake.sent_messages(CHAT);
+    let with_digits: Vec<i64> = sent
+        .iter()
+        .filter(|(_, text)| text.contains("3456"))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(with_digits.len(), 2, "the offer and the help: {sent:?}");
+    assert!(
+        before_end.iter().all(|id| !with_digits.contains(id)),
+        "deleted before the end: {before_end:?}"
+    );
+    fake.fail_next(
+        "deleteMessage",
+        400,
+        json!({"ok": false, "error_code": 400, "description": "Bad Request: message can't be deleted"}),
+    );
+    let done = chat.press("option:2").await;
+    assert!(done.contains("mobile ending 3456"), "{done}");
+    eventually("the messages with the digits are deleted", || async {
+        deleted_message_ids(&fake).len() == before_end.len() + 2
     })
     .await;
+    settle().await;
+    let after: Vec<i64> = deleted_message_ids(&fake)[before_end.len()..].to_vec();
+    assert_eq!(after, with_digits, "exactly those, the failed one included");
+    let (final_id, _) = fake.sent_messages(CHAT).pop().unwrap();
+    assert!(
+        !deleted_message_ids(&fake).contains(&final_id),
+        "the last reply stays"
+    );
+    // The conversation went on despite the failed deletion.
+    assert_eq!(
+        app.sent_texts().await.len(),
+        2,
+        "password and notice texted"
+    );
+    assert!(captured_logs().contains("could not delete a message that showed the last 4 digits"));
 }
 
 #[tokio::test]
-async fn webhook_a_partial_character_conversation_unlocks_an_account() {
-    characters_unlock(false).await;
+async fn webhook_the_bots_messages_with_the_last_4_digits_are_deleted_at_the_end() {
+    last4_deletion(false).await;
 }
 
 #[tokio::test]
-async fn polling_a_partial_character_conversation_unlocks_an_account() {
-    characters_unlock(true).await;
+async fn polling_the_bots_messages_with_the_last_4_digits_are_deleted_at_the_end() {
+    last4_deletion(true).await;
 }
 
 #[tokio::test]
