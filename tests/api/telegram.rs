@@ -485,6 +485,45 @@ async fn answer_deletion(polling: bool) {
     );
 }
 
+/// ANSWER_MODE=characters over Telegram: three characters per question,
+/// the replies deleted like answers.
+async fn characters_unlock(polling: bool) {
+    use crate::characters::{characters_mode, reply_to, row_with_long_answers};
+    let (app, fake) = telegram_app_with(
+        polling,
+        characters_mode().env,
+        row_with_long_answers(EMAIL, MOBILE),
+    )
+    .await;
+    let mut chat = Chat::new(&app, &fake, CHAT, polling);
+    chat.say("/start").await; // message 2
+    chat.say(EMAIL).await; // 3
+    let q1 = chat.say("3456").await; // 4
+    assert!(q1.contains("Enter characters"), "{q1}");
+    let q2 = chat.say(&reply_to(&q1, 0)).await; // 5
+    assert!(q2.contains("question 2 of 2"), "{q2}");
+    let options = chat.say(&reply_to(&q2, 2)).await; // 6
+    assert!(options.contains("Your account is locked"), "{options}");
+    let done = chat.press("option:1").await;
+    assert!(done.contains("Your account is unlocked"), "{done}");
+    assert_eq!(app.account(EMAIL)["locked"], false);
+    eventually("the replies with characters are deleted", || async {
+        let deleted = deleted_message_ids(&fake);
+        deleted.contains(&5) && deleted.contains(&6)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn webhook_a_partial_character_conversation_unlocks_an_account() {
+    characters_unlock(false).await;
+}
+
+#[tokio::test]
+async fn polling_a_partial_character_conversation_unlocks_an_account() {
+    characters_unlock(true).await;
+}
+
 /// The bot's own messages that repeat the last 4 digits (the offer, a help
 /// reply) are deleted once the conversation ends, and no others; a
 /// deletion that fails is logged and the rest go on.
