@@ -324,6 +324,8 @@ impl Engine {
                 parts,
                 choices: Vec::new(),
                 input_was_secret: false,
+                shows_last4: false,
+                ended: false,
                 repeated: false,
                 share_number: None,
                 number_shared: false,
