@@ -1,9 +1,11 @@
 //! `unlockbot accounts import FILE.csv`: the operators' account feed.
 //!
-//! Header: `email,mobile,organisation,same_sign_on,synced_at,locked,
-//! question1,answer1,question2,answer2,question3,answer3`. Bad rows are
-//! rejected with their line number and reason; the others are imported
-//! (re-import updates by email).
+//! Header: [`HEADER`] (column names in any order and any case). Bad rows
+//! are rejected with their line number and reason; the others are imported
+//! (re-import updates by email). An email on two rows of one file is
+//! imported from the first and the second is rejected, naming both lines;
+//! an account with no security question is imported with a warning (it
+//! cannot use self-service until questions are enrolled).
 
 use std::io::Read;
 
@@ -15,6 +17,27 @@ use crate::domain::{
 };
 use crate::enrolment::{Enrolments, NewQuestion};
 use crate::hashing::Hasher;
+
+/// The header `accounts import` expects, as `accounts import --help` shows it.
+pub const HEADER: &str = "email,mobile,organisation,same_sign_on,synced_at,locked,question1,answer1,question2,answer2,question3,answer3";
+
+/// `accounts import --help`: the header and what each column holds.
+pub const IMPORT_HELP: &str = "The CSV file's first line is this header (columns in any order, names in any case):
+
+  email,mobile,organisation,same_sign_on,synced_at,locked,question1,answer1,question2,answer2,question3,answer3
+
+  email          the account's address (stored in lower case); one row per email per file
+  mobile         the registered mobile, as spreadsheets write it (07700 900123, +44 (0)7700 900123, ...); empty: none
+  organisation   the account's organisation
+  same_sign_on   true or false (empty: false)
+  synced_at      when the account was created, synced or moved into its organisation (RFC 3339), or empty
+  locked         true or false (empty: false)
+  questionN, answerN   up to three security questions with their answers (never stored in clear)
+
+Rejected rows are reported with their line number and reason (exit status 1); the other rows are
+imported, and a re-import updates by email. A row with no security question is imported with a
+warning: that account cannot use self-service until questions are enrolled.
+The repository's accounts.csv is a sample of fictional accounts.";
 
 pub const COLUMNS: [&str; 12] = [
     "email",
@@ -43,6 +66,9 @@ pub struct ImportReport {
     pub imported: usize,
     /// Imported, but disabled (registered mobile outside the UK): (line, email).
     pub disabled: Vec<(u64, String)>,
+    /// Imported without any security question, so it cannot use
+    /// self-service: (line, email).
+    pub without_questions: Vec<(u64, String)>,
     pub rejected: Vec<Rejected>,
 }
 
@@ -271,7 +297,11 @@ pub fn read_csv(
         index.push(
             headers
                 .iter()
-                .position(|h| h.trim().trim_start_matches('\u{feff}') == *column)
+                .position(|h| {
+                    h.trim()
+                        .trim_start_matches('\u{feff}')
+                        .eq_ignore_ascii_case(column)
+                })
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "line 1: the header has no '{column}' column (expected: {})",
@@ -319,7 +349,7 @@ fn check_fields(
     for (field, name) in record.iter().zip(headers.iter()) {
         if let Some(c) = crate::domain::text::first_unsafe_char(field) {
             let name = name.trim().trim_start_matches('\u{feff}');
-            return Err(if name.starts_with("answer") {
+            return Err(if name.to_ascii_lowercase().starts_with("answer") {
                 format!("{name} contains a control or invisible character")
             } else {
                 format!(
@@ -330,6 +360,32 @@ fn check_fields(
         }
     }
     Ok(record)
+}
+
+/// A second row for an email already on an earlier row of the same file is
+/// rejected, naming both lines (the first is the one imported): two rows
+/// for one account would otherwise leave whichever came last, silently.
+/// `email` is the email column's index in a row.
+fn reject_repeated_emails(rows: &mut [CsvRow], email: usize) {
+    let mut first_line = std::collections::HashMap::new();
+    for row in rows.iter_mut() {
+        let Ok(fields) = &row.fields else {
+            continue;
+        };
+        let Ok(address) = Email::parse(fields.get(email).unwrap_or_default().trim()) else {
+            continue;
+        };
+        match first_line.get(&address) {
+            Some(first) => {
+                row.fields = Err(format!(
+                    "{address} is also on line {first} of this file: the row on line {first} is imported, this one is not"
+                ));
+            }
+            None => {
+                first_line.insert(address, row.line);
+            }
+        }
+    }
 }
 
 /// Line numbers of byte offsets, counting line breaks as an editor does.
@@ -422,7 +478,8 @@ pub async fn import_csv_resuming(
 ) -> anyhow::Result<ImportReport> {
     use futures::stream::{FuturesOrdered, StreamExt};
 
-    let (columns, data) = read_csv(input, &COLUMNS)?;
+    let (columns, mut data) = read_csv(input, &COLUMNS)?;
+    reject_repeated_emails(&mut data, columns[0]);
     let mut index = [0usize; 12];
     index.copy_from_slice(&columns);
     let in_flight = answers.hasher.settings().workers * 2;
@@ -465,6 +522,11 @@ pub async fn import_csv_resuming(
                         .disabled
                         .push((line, account.email.as_str().to_owned()));
                 }
+                if account.questions.is_empty() {
+                    report
+                        .without_questions
+                        .push((line, account.email.as_str().to_owned()));
+                }
                 report.imported += 1;
             }
             Err(reason) => report.rejected.push(Rejected { line, reason }),
@@ -497,7 +559,8 @@ pub async fn import_enrolments_csv(
     input: impl Read,
     now: DateTime<Utc>,
 ) -> anyhow::Result<ImportReport> {
-    let (index, rows) = read_csv(input, &ENROLMENT_COLUMNS)?;
+    let (index, mut rows) = read_csv(input, &ENROLMENT_COLUMNS)?;
+    reject_repeated_emails(&mut rows, index[0]);
     let mut report = ImportReport::default();
     for CsvRow { line, fields } in rows {
         let record = match fields {
@@ -559,6 +622,27 @@ mod tests {
         rows.into_iter()
             .map(|r| (r.line, r.fields.map(|_| ())))
             .collect()
+    }
+
+    #[test]
+    fn the_help_shows_the_header_of_the_columns() {
+        assert_eq!(COLUMNS.join(","), HEADER);
+        assert!(IMPORT_HELP.contains(&format!("\n  {HEADER}\n")));
+    }
+
+    #[test]
+    fn the_header_is_read_in_any_case_and_a_repeated_email_names_both_lines() {
+        let csv = "EMAIL,Answer1\nJane@nhs.net,1\nbob@nhs.net,2\njane@NHS.net,3\n";
+        let (index, mut rows) = read_csv(csv.as_bytes(), &["email", "answer1"]).unwrap();
+        assert_eq!(index, [0, 1]);
+        reject_repeated_emails(&mut rows, index[0]);
+        assert!(rows[0].fields.is_ok() && rows[1].fields.is_ok());
+        let reason = rows[2].fields.as_ref().unwrap_err();
+        assert_eq!(rows[2].line, 4);
+        assert!(
+            reason.contains("jane@nhs.net is also on line 2"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The command line: `serve`, `chat`, `demo`, `accounts …`, `audit`,
 //! `dialog check`.
+//!
+//! Exit statuses: 0 done; 1 a "no" (a password that does not match, rows
+//! rejected by an import, faults found by a check); 2 an error (settings,
+//! database, directory); 3 no such account, the same message from every
+//! command that takes one ([`NO_SUCH_ACCOUNT`]).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -53,9 +58,11 @@ pub enum Command {
     /// Check the configured directory before going live.
     #[command(subcommand)]
     Directory(DirectoryCommand),
-    /// Print the audit trail.
+    /// Print the audit trail (time, channel, masked sender, account, event,
+    /// outcome).
     Audit {
-        /// One JSON array.
+        /// Print one JSON array of objects (at, channel, sender, account,
+        /// event, outcome) instead of lines.
         #[arg(long)]
         json: bool,
     },
@@ -68,26 +75,56 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum AccountsCommand {
-    /// Import accounts from CSV (re-import updates by email).
-    Import { file: std::path::PathBuf },
-    /// Show one account.
+    /// Import accounts from CSV into the built-in directory (re-import
+    /// updates by email).
+    #[command(after_help = accounts::IMPORT_HELP)]
+    Import {
+        /// The CSV file (its header is shown below).
+        file: std::path::PathBuf,
+    },
+    /// Show one account of the configured directory, with its enrolled
+    /// security questions.
     Show {
+        /// The account's email address (any case).
         email: String,
+        /// Print one JSON object (the fields are in the README) instead of
+        /// a summary.
         #[arg(long)]
         json: bool,
     },
-    /// Lock an account, as the directory would after failed sign-ins.
-    Lock { email: String },
+    /// List every account of the built-in directory (not supported with
+    /// DIRECTORY=ldap: use the directory's own tools).
+    List {
+        /// Print one JSON array of objects, each as `accounts show --json`
+        /// prints it, instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lock an account in the built-in directory, as a directory does after
+    /// failed sign-ins.
+    Lock {
+        /// The account's email address (any case).
+        email: String,
+    },
     /// Read a password on standard input; exit 0 when it is the account's
     /// current password, 1 when it is not.
-    VerifyPassword { email: String },
+    VerifyPassword {
+        /// The account's email address (any case).
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum EnrolmentCommand {
     /// Import questions from CSV (`email,question1,answer1,…,answer3`);
     /// re-import replaces an account's questions.
-    Import { file: std::path::PathBuf },
+    Import {
+        /// The CSV file: header
+        /// `email,question1,answer1,question2,answer2,question3,answer3`
+        /// (any order, any case); every email must be an account of the
+        /// configured directory.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +132,7 @@ pub enum DirectoryCommand {
     /// Bind, find one account, print what was read and whether the service
     /// account may write what unlock and reset need.
     Check {
+        /// The email address of an account to look up.
         #[arg(long)]
         email: String,
     },
@@ -116,6 +154,16 @@ pub enum DialogCommand {
     Graph,
 }
 
+/// The exit status of every command that finds no account for the email
+/// it was given.
+pub const NO_SUCH_ACCOUNT: u8 = 3;
+
+/// No account for `email`: the same line and exit status from every command.
+fn no_such_account(email: &Email) -> ExitCode {
+    eprintln!("unlockbot: no account {email} in the directory");
+    ExitCode::from(NO_SUCH_ACCOUNT)
+}
+
 /// A CSV file to import.
 fn open_input(file: &std::path::Path) -> anyhow::Result<std::fs::File> {
     std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))
@@ -126,6 +174,11 @@ fn print_report(report: &accounts::ImportReport) -> ExitCode {
     for (line, email) in &report.disabled {
         println!(
             "line {line}: {email} imported but DISABLED: registered mobile is not a UK mobile number"
+        );
+    }
+    for (line, email) in &report.without_questions {
+        println!(
+            "line {line}: warning: {email} imported WITHOUT security questions: it cannot use self-service until questions are enrolled"
         );
     }
     for r in &report.rejected {
@@ -296,29 +349,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     settings.database_url
                 );
                 let database = open_database(&settings, Open::Existing).await?;
-                let found = database.builtin.find(&email).await?;
-                println!(
-                    "{email}: {}",
-                    if found.is_some() {
-                        "found"
-                    } else {
-                        "no such account"
-                    }
-                );
-                return Ok(if found.is_some() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
+                if database.builtin.find(&email).await?.is_none() {
+                    return Ok(no_such_account(&email));
+                }
+                println!("{email}: found");
+                return Ok(ExitCode::SUCCESS);
             };
             let directory = LdapDirectory::connect((**config).clone()).await?;
             let lines = directory.check(&email).await?;
             for line in &lines {
                 println!("{line}");
             }
-            let ok = !lines
-                .iter()
-                .any(|l| l.starts_with("no account") || l.contains(": NO "));
+            if lines.iter().any(|l| l.starts_with("no account")) {
+                return Ok(no_such_account(&email));
+            }
+            let ok = !lines.iter().any(|l| l.contains(": NO "));
             return Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -412,8 +457,7 @@ async fn accounts_command(
             let email = parse_email(&email)?;
             let configured = database.directory(settings).await?;
             let Some(mut view) = configured.view(&email, clock.now()).await? else {
-                eprintln!("no account {email}");
-                return Ok(ExitCode::FAILURE);
+                return Ok(no_such_account(&email));
             };
             view.security_questions = match configured.find(&email).await? {
                 Some(account) => database
@@ -428,13 +472,52 @@ async fn accounts_command(
             if json {
                 println!("{}", serde_json::to_string(&view)?);
             } else {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                print!("{}", summary(&view));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountsCommand::List { json } => {
+            // Decided before connecting: an LDAP directory is never listed.
+            let configured = match &settings.directory {
+                DirectoryChoice::Ldap(_) => None,
+                DirectoryChoice::Builtin => Some(database.directory(settings).await?),
+            };
+            let listed = match configured {
+                Some(directory) => directory.list(clock.now()).await?,
+                None => None,
+            };
+            let Some(mut views) = listed else {
+                eprintln!(
+                    "unlockbot: accounts list is not supported with DIRECTORY=ldap: list accounts with the directory's own tools; `unlockbot accounts show EMAIL` and `unlockbot directory check --email EMAIL` read one account"
+                );
+                return Ok(ExitCode::from(2));
+            };
+            for view in &mut views {
+                if let Ok(email) = Email::parse(&view.email) {
+                    view.security_questions = database
+                        .enrolments
+                        .questions(&crate::directory::AccountId::new(email.as_str()), &email)
+                        .await?
+                        .into_iter()
+                        .map(|q| q.text)
+                        .collect();
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string(&views)?);
+            } else {
+                print!("{}", table(&views));
             }
             Ok(ExitCode::SUCCESS)
         }
         AccountsCommand::Lock { email } => {
             let email = parse_email(&email)?;
-            directory.lock(&email, clock.now()).await?;
+            match directory.lock(&email, clock.now()).await {
+                Err(crate::directory::DirectoryError::NotFound) => {
+                    return Ok(no_such_account(&email));
+                }
+                other => other?,
+            }
             println!("{email} locked");
             Ok(ExitCode::SUCCESS)
         }
@@ -444,9 +527,15 @@ async fn accounts_command(
             std::io::stdin().read_to_string(&mut raw)?;
             let password = SecretString::from(raw.trim_end_matches(['\r', '\n']).to_owned());
             drop(raw);
-            let ok = directory
+            let ok = match directory
                 .verify_password(&email, password.expose_secret())
-                .await?;
+                .await
+            {
+                Err(crate::directory::DirectoryError::NotFound) => {
+                    return Ok(no_such_account(&email));
+                }
+                other => other?,
+            };
             eprintln!(
                 "{}",
                 if ok {
@@ -462,6 +551,104 @@ async fn accounts_command(
             })
         }
     }
+}
+
+/// `accounts show` without `--json`: one field a line, stored text escaped.
+fn summary(view: &crate::directory::AccountView) -> String {
+    use crate::domain::text::escaped;
+    use std::fmt::Write;
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+    };
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| {
+        let _ = writeln!(out, "  {label:<22}{value}");
+    };
+    line(
+        "mobile",
+        view.mobile.as_deref().unwrap_or("none registered"),
+    );
+    line(
+        "organisation",
+        &format!(
+            "{}{}",
+            escaped(&view.organisation),
+            if view.same_sign_on {
+                " (Same Sign On)"
+            } else {
+                ""
+            }
+        ),
+    );
+    line(
+        "synced",
+        &when(view.synced_at).unwrap_or_else(|| "-".to_owned()),
+    );
+    line("locked", yes_no(view.locked));
+    line(
+        "self-service",
+        &if view.disabled {
+            format!(
+                "DISABLED: {}",
+                escaped(
+                    view.disabled_reason
+                        .as_deref()
+                        .unwrap_or("disabled in the directory")
+                )
+            )
+        } else if view.security_questions.is_empty() {
+            "not possible: no security questions enrolled".to_owned()
+        } else if view.mobile.is_none() {
+            "not possible: no registered mobile".to_owned()
+        } else {
+            "allowed".to_owned()
+        },
+    );
+    line("must change password", yes_no(view.must_change_password));
+    line(
+        "password",
+        &match (view.has_password, when(view.password_set_at)) {
+            (false, _) => "none set".to_owned(),
+            (true, Some(set)) => format!(
+                "set {set}, expires {}",
+                when(view.password_expires_at).unwrap_or_default()
+            ),
+            (true, None) => "set".to_owned(),
+        },
+    );
+    line(
+        "security questions",
+        &format!("{} enrolled", view.security_questions.len()),
+    );
+    for (n, q) in view.security_questions.iter().enumerate() {
+        let _ = writeln!(out, "    {}. {}", n + 1, escaped(q));
+    }
+    format!("{}\n{out}", escaped(&view.email))
+}
+
+/// `accounts list` without `--json`: one account a line.
+fn table(views: &[crate::directory::AccountView]) -> String {
+    use crate::domain::text::escaped;
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<40} {:<15} {:<6} {:<8} {:<9} {}\n",
+        "EMAIL", "MOBILE", "LOCKED", "DISABLED", "QUESTIONS", "ORGANISATION"
+    );
+    for v in views {
+        let _ = writeln!(
+            out,
+            "{:<40} {:<15} {:<6} {:<8} {:<9} {}",
+            escaped(&v.email),
+            v.mobile.as_deref().unwrap_or("-"),
+            if v.locked { "yes" } else { "no" },
+            if v.disabled { "yes" } else { "no" },
+            v.security_questions.len(),
+            escaped(&v.organisation)
+        );
+    }
+    let _ = writeln!(out, "{} account(s)", views.len());
+    out
 }
 
 /// `unlockbot dialog check`.
@@ -554,4 +741,35 @@ fn dialog_check(settings: &Settings, sizes: bool) -> ExitCode {
         codes.join(", ")
     );
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument and flag of every command says what it is for.
+    #[test]
+    fn every_argument_and_command_has_a_description() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if matches!(arg.get_id().as_str(), "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} <{}>", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "unlockbot", &mut missing);
+        assert!(missing.is_empty(), "no description: {missing:?}");
+    }
 }

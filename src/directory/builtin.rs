@@ -78,6 +78,34 @@ const VIEW: &str = "SELECT email, mobile, organisation, same_sign_on, synced_at,
             must_change_password, password_hash IS NOT NULL AS has_password, password_set_at
      FROM accounts WHERE email = $1";
 
+const LIST: &str = "SELECT email, mobile, organisation, same_sign_on, synced_at, locked, disabled, disabled_reason,
+            must_change_password, password_hash IS NOT NULL AS has_password, password_set_at
+     FROM accounts ORDER BY email";
+
+/// An [`AccountView`] from a row of [`VIEW`] or [`LIST`] (`$time` reads a
+/// time the backend's way; see [`with_pool!`]).
+macro_rules! view_of {
+    ($row:expr, $time:ident) => {{
+        let row = $row;
+        let password_set_at = $time(&row, "password_set_at");
+        AccountView {
+            email: row.get("email"),
+            mobile: row.get("mobile"),
+            organisation: row.get("organisation"),
+            same_sign_on: row.get("same_sign_on"),
+            synced_at: $time(&row, "synced_at"),
+            locked: row.get("locked"),
+            disabled: row.get("disabled"),
+            disabled_reason: row.get("disabled_reason"),
+            must_change_password: row.get("must_change_password"),
+            has_password: row.get("has_password"),
+            password_set_at,
+            password_expires_at: password_set_at.map(|t| t + password_lifetime()),
+            security_questions: Vec::new(),
+        }
+    }};
+}
+
 #[async_trait]
 impl Directory for BuiltinDirectory {
     async fn find(&self, email: &Email) -> Result<Option<Account>, DirectoryError> {
@@ -183,25 +211,19 @@ impl Directory for BuiltinDirectory {
                 .bind(email.as_str())
                 .fetch_optional(pool)
                 .await?
-                .map(|row| {
-                    let password_set_at = time(&row, "password_set_at");
-                    AccountView {
-                        email: row.get("email"),
-                        mobile: row.get("mobile"),
-                        organisation: row.get("organisation"),
-                        same_sign_on: row.get("same_sign_on"),
-                        synced_at: time(&row, "synced_at"),
-                        locked: row.get("locked"),
-                        disabled: row.get("disabled"),
-                        disabled_reason: row.get("disabled_reason"),
-                        must_change_password: row.get("must_change_password"),
-                        has_password: row.get("has_password"),
-                        password_set_at,
-                        password_expires_at: password_set_at.map(|t| t + password_lifetime()),
-                        security_questions: Vec::new(),
-                    }
-                })
+                .map(|row| view_of!(row, time))
         }))
+    }
+
+    async fn list(&self, _now: DateTime<Utc>) -> Result<Option<Vec<AccountView>>, DirectoryError> {
+        Ok(Some(with_pool!(&self.pool, |pool, ts, time| {
+            sqlx::query(LIST)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| view_of!(row, time))
+                .collect()
+        })))
     }
 }
 

@@ -218,6 +218,13 @@ pub trait Directory: Send + Sync {
         email: &Email,
         now: DateTime<Utc>,
     ) -> Result<Option<AccountView>, DirectoryError>;
+    /// Every account, in email order, as [`Directory::view`] shows each
+    /// (`unlockbot accounts list`). `None`: this directory is not listed by
+    /// the bot (an Active Directory or OpenLDAP estate has its own tools,
+    /// and the bot's service account should not page through all of it).
+    async fn list(&self, _now: DateTime<Utc>) -> Result<Option<Vec<AccountView>>, DirectoryError> {
+        Ok(None)
+    }
 }
 
 /// An account as imported from the operators' CSV, already parsed.

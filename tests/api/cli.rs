@@ -502,3 +502,224 @@ async fn serve_refuses_to_start_on_a_half_configured_provider() {
         assert!(output.contains(missing), "names {missing}: {output}");
     }
 }
+
+// --- Issue 11, finding 8: the CLI's help, summaries and account commands.
+
+#[tokio::test]
+async fn import_help_shows_the_csv_header() {
+    let app = spawn_app().await;
+    let (status, stdout, stderr) = app.cli(&["accounts", "import", "--help"], None);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains(CSV_HEADER), "{stdout}");
+    assert!(
+        stdout.contains("<FILE>") && stdout.contains("The CSV file"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn show_without_json_prints_a_readable_summary() {
+    let app = spawn_app().await;
+    app.import(&[AccountRow::locked(EMAIL, MOBILE)]).await;
+    let (status, stdout, stderr) = app.cli(&["accounts", "show", "Jane.Smith@nhs.net"], None);
+    assert!(status.success(), "{stderr}");
+    assert!(!stdout.trim_start().starts_with('{'), "not JSON: {stdout}");
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some(EMAIL), "{stdout}");
+    let field = |label: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} in:\n{stdout}"))
+            .trim_start()[label.len()..]
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(field("mobile"), "+447811123456");
+    assert_eq!(field("locked"), "yes");
+    assert_eq!(field("self-service"), "allowed");
+    assert_eq!(field("password"), "none set");
+    assert_eq!(field("security questions"), "3 enrolled");
+    assert!(
+        stdout.contains("1. What was the name of your first pet?"),
+        "{stdout}"
+    );
+    let lower = stdout.to_lowercase();
+    assert!(
+        !lower.contains("biscuit") && !lower.contains("argon2"),
+        "{stdout}"
+    );
+    // --json is unchanged: one JSON object.
+    let account = app.account(EMAIL);
+    assert_eq!(account["locked"], true);
+    assert_eq!(account["security_questions"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn an_unknown_account_gets_the_same_message_and_status_in_every_command() {
+    let app = spawn_app().await;
+    app.import(&[AccountRow::locked(EMAIL, MOBILE)]).await;
+    let expected = "unlockbot: no account nobody@nhs.net in the directory\n";
+    for command in [
+        &["accounts", "show", "Nobody@nhs.net"][..],
+        &["accounts", "show", "nobody@nhs.net", "--json"][..],
+        &["accounts", "lock", "nobody@nhs.net"][..],
+        &["accounts", "verify-password", "nobody@nhs.net"][..],
+        &["directory", "check", "--email", "nobody@nhs.net"][..],
+    ] {
+        let stdin = (command[1] == "verify-password").then_some("a password\n");
+        let (status, stdout, stderr) = app.cli(command, stdin);
+        assert_eq!(status.code(), Some(3), "{command:?}: {stdout}\n{stderr}");
+        assert_eq!(stderr, expected, "{command:?}");
+        assert!(!stdout.contains('{'), "{command:?}: {stdout}");
+    }
+}
+
+#[tokio::test]
+async fn accounts_list_shows_every_account_of_the_directory() {
+    let app = spawn_app().await;
+    let mut open = AccountRow::locked("b.open@nhs.net", "07911 223456");
+    open.locked = false;
+    open.organisation = "Bradford Teaching Hospitals".into();
+    app.import(&[
+        AccountRow::locked("c.locked@nhs.net", MOBILE),
+        open,
+        AccountRow::locked("a.abroad@nhs.net", "+33 6 12 34 56 78"),
+    ])
+    .await;
+    let (status, stdout, stderr) = app.cli(&["accounts", "list", "--json"], None);
+    assert!(status.success(), "{stderr}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("a JSON array");
+    let emails: Vec<&str> = list.iter().map(|a| a["email"].as_str().unwrap()).collect();
+    assert_eq!(
+        emails,
+        ["a.abroad@nhs.net", "b.open@nhs.net", "c.locked@nhs.net"]
+    );
+    for account in &list {
+        assert!(account["locked"].is_boolean(), "{account}");
+        assert!(account["disabled"].is_boolean(), "{account}");
+        assert!(account["organisation"].is_string(), "{account}");
+        // Each as `accounts show --json` prints it.
+        assert_eq!(
+            *account,
+            app.account(account["email"].as_str().unwrap()),
+            "{account}"
+        );
+    }
+    assert_eq!(list[0]["disabled"], true);
+    assert_eq!(list[1]["locked"], false);
+    assert_eq!(list[1]["organisation"], "Bradford Teaching Hospitals");
+    assert_eq!(list[2]["locked"], true);
+
+    let (status, stdout, stderr) = app.cli(&["accounts", "list"], None);
+    assert!(status.success(), "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("b.open@nhs.net"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        row.contains("Bradford Teaching Hospitals") && row.contains(" no "),
+        "{row}"
+    );
+    assert!(stdout.contains("3 account(s)"), "{stdout}");
+
+    // An LDAP directory is not listed by the bot, and says so.
+    let ca = app.dir.path().join("ca.pem");
+    std::fs::write(&ca, "").unwrap();
+    let ca = ca.display().to_string();
+    let (status, stdout, stderr) = app.cli_with_env(
+        &[
+            ("DIRECTORY", "ldap"),
+            ("LDAP_URL", "ldaps://dc.example.invalid"),
+            ("LDAP_FLAVOUR", "active_directory"),
+            ("LDAP_BIND_DN", "CN=unlockbot,DC=example,DC=invalid"),
+            ("LDAP_BIND_PASSWORD", "a-real-looking-password-7"),
+            ("LDAP_BASE_DN", "DC=example,DC=invalid"),
+            ("LDAP_CA_FILE", &ca),
+        ],
+        &[],
+        &["accounts", "list"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        status.expect("finishes").code(),
+        Some(2),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("not supported with DIRECTORY=ldap"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn import_header_in_any_case_repeated_emails_and_rows_without_questions() {
+    let app = spawn_app().await;
+    let mut no_questions = AccountRow::locked("no.questions@nhs.net", "07911 223456");
+    no_questions.qa.clear();
+    let rows = [
+        AccountRow::locked(EMAIL, MOBILE),                        // line 2
+        AccountRow::locked("other@nhs.net", "07400 123456"),      // line 3
+        AccountRow::locked("JANE.SMITH@nhs.net", "07911 999999"), // line 4
+        no_questions,                                             // line 5
+    ];
+    let csv = csv_of(&rows).replacen(CSV_HEADER, &CSV_HEADER.to_uppercase(), 1);
+    let (status, stdout, stderr) = import_csv(&app, &csv);
+    let output = format!("{stdout}\n{stderr}");
+    assert_eq!(status.code(), Some(1), "a rejected row: {output}");
+    let repeated = line_about(&output, 4);
+    assert!(
+        repeated.contains("rejected") && repeated.contains(EMAIL) && repeated.contains("line 2"),
+        "{repeated}"
+    );
+    assert_eq!(
+        app.account(EMAIL)["mobile"],
+        "+447811123456",
+        "the first row is kept"
+    );
+    let warning = line_about(&output, 5);
+    assert!(
+        warning.contains("no.questions@nhs.net")
+            && warning.contains("warning")
+            && warning.contains("self-service"),
+        "{warning}"
+    );
+    assert!(app.account_opt("no.questions@nhs.net").is_some());
+    assert!(output.contains("3 imported, 1 rejected"), "{output}");
+}
+
+#[tokio::test]
+async fn the_sample_accounts_csv_is_fictional_and_imports_cleanly() {
+    let mut app = spawn_app().await;
+    let sample = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("accounts.csv");
+    let sample = sample.display().to_string();
+    let (status, stdout, stderr) = app.cli(&["accounts", "import", &sample], None);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("6 imported, 0 rejected"), "{stdout}");
+    assert!(
+        stdout.contains("gwen.price@nhsmail.example imported WITHOUT security questions"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = app.cli(&["accounts", "list", "--json"], None);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(list.len(), 6);
+    for account in &list {
+        let email = account["email"].as_str().unwrap();
+        let domain = email.rsplit('@').next().unwrap();
+        assert!(
+            domain.ends_with(".example") || domain.ends_with(".invalid"),
+            "a reserved domain: {email}"
+        );
+        if let Some(mobile) = account["mobile"].as_str() {
+            let n: u32 = mobile
+                .strip_prefix("+447700")
+                .unwrap_or_else(|| panic!("Ofcom's drama range: {mobile}"))
+                .parse()
+                .unwrap();
+            assert!((900_000..=900_999).contains(&n), "{mobile}");
+        }
+    }
+    // The README's first account unlocks with the README's answers.
+    let options = app.verify("alex.morgan@nhsmail.example", "0001").await;
+    assert!(options.contains("Reply 1"), "{options}");
+}

@@ -107,50 +107,113 @@ fn serve_in(dir: &Path, env: &[(&str, &str)]) -> Served {
     }
 }
 
+/// `unlockbot chat` in `dir`, answering each reply as `answer` decides
+/// (None: leave), as a person at the terminal would. Returns the screen.
+fn chat_in(dir: &Path, first: &str, mut answer: impl FnMut(&str) -> Option<String>) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unlockbot"))
+        .arg("chat")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary runs");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let screen = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let prompts = |screen: &str| screen.matches("you> ").count();
+    let wait_for_prompt = |count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = screen.lock().unwrap().clone();
+            if prompts(&now) >= count {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "chat stopped answering:\n{now}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut seen = wait_for_prompt(1);
+    let mut next = Some(first.to_owned());
+    while let Some(line) = next {
+        writeln!(stdin, "{line}").unwrap();
+        let count = prompts(&seen) + 1;
+        seen = wait_for_prompt(count);
+        let reply = seen.rsplit("you> ").nth(1).unwrap_or_default().to_owned();
+        next = answer(&reply);
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let screen = screen.lock().unwrap().clone();
+    assert!(status.success(), "{screen}");
+    screen
+}
+
 #[tokio::test]
 async fn env_example_works_as_copied() {
+    // The README's first steps, in a fresh checkout: copy the example,
+    // import the sample accounts, list them, unlock one in the terminal.
     let dir = checkout_with_env_example();
     let path = dir.path();
-    let csv = format!(
-        "{CSV_HEADER}\nfirst.steps@example.org,07700 900123,Example Trust,false,,true,Your first pet?,Rex,Your first car?,Rex,,\n"
-    );
-    std::fs::write(path.join("accounts.csv"), csv).unwrap();
+    std::fs::copy(repo_file("accounts.csv"), path.join("accounts.csv")).unwrap();
 
     let (status, stdout, stderr) = run_in(path, &[], &["dialog", "check"], None);
     assert!(status.success(), "dialog check: {stdout}\n{stderr}");
     let (status, stdout, stderr) = run_in(path, &[], &["accounts", "import", "accounts.csv"], None);
     assert!(status.success(), "accounts import: {stdout}\n{stderr}");
-    assert!(stdout.contains("1 imported, 0 rejected"), "{stdout}");
+    assert!(stdout.contains("6 imported, 0 rejected"), "{stdout}");
     assert!(
         path.join("unlockbot.sqlite").exists(),
         "the database is the SQLite file the example names"
     );
-    let (status, stdout, stderr) = run_in(
-        path,
-        &[],
-        &["accounts", "show", "first.steps@example.org", "--json"],
-        None,
-    );
+    let (status, stdout, stderr) = run_in(path, &[], &["accounts", "list"], None);
+    assert!(status.success(), "accounts list: {stdout}\n{stderr}");
+    assert!(stdout.contains("alex.morgan@nhsmail.example"), "{stdout}");
+    let email = "alex.morgan@nhsmail.example";
+    let (status, stdout, stderr) = run_in(path, &[], &["accounts", "show", email, "--json"], None);
     assert!(status.success(), "accounts show: {stdout}\n{stderr}");
     let account: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(account["mobile"], "+447700900123");
+    assert_eq!(account["mobile"], "+447700900001");
     assert_eq!(account["locked"], true);
 
     // A whole conversation in the terminal: the texts are shown, not sent.
-    let script = "UNLOCK\nfirst.steps@example.org\n0123\nRex\nRex\n1\n";
-    let (status, stdout, stderr) = run_in(path, &[], &["chat"], Some(script));
-    assert!(status.success(), "chat: {stdout}\n{stderr}");
-    let shown = format!("{stdout}\n{stderr}");
+    let mut steps = vec![email.to_owned(), "0001".to_owned()].into_iter();
+    let shown = chat_in(path, "UNLOCK", |reply| {
+        if let Some(step) = steps.next() {
+            return Some(step);
+        }
+        if reply.contains('?') && (reply.contains("first") || reply.contains("born")) {
+            return Some(answer_for(reply).to_owned());
+        }
+        if reply.contains("Reply 1") {
+            return Some("1".to_owned());
+        }
+        None
+    });
     assert!(
-        shown.contains("Your first pet?") && shown.contains("Your first car?"),
-        "{shown}"
+        shown.contains("text to"),
+        "the notice is on screen: {shown}"
     );
-    let (_, stdout, _) = run_in(
-        path,
-        &[],
-        &["accounts", "show", "first.steps@example.org", "--json"],
-        None,
-    );
+    let (_, stdout, _) = run_in(path, &[], &["accounts", "show", email, "--json"], None);
     let account: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(account["locked"], false, "chat unlocked it: {shown}");
 
