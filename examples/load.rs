@@ -769,6 +769,86 @@ async fn floor_handler(
         .into_response()
 }
 
+// ------------------------------------------------------------------------
+// CPU time: what a request costs, whatever else the machine is doing.
+
+/// User + system CPU time this whole process (server, load client and
+/// fake Twilio) has used so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time used so far by the PostgreSQL backends serving this run's
+/// database (found in `pg_stat_activity`, read from `/proc`, so only when
+/// the server runs on this machine), by process id.
+async fn database_cpu(db: &TempDatabase) -> Option<HashMap<u32, Duration>> {
+    let TempDatabase::Postgres { admin, name, .. } = db else {
+        return None;
+    };
+    let pool = sqlx::PgPool::connect(admin.as_str()).await.ok()?;
+    let pids: Vec<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .fetch_all(&pool)
+        .await
+        .ok()?;
+    pool.close().await;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu = pids
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command name: state is the first, utime the
+            // 12th and stime the 13th.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let used: u64 =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some((
+                u32::try_from(pid).ok()?,
+                Duration::from_secs_f64(used as f64 / ticks),
+            ))
+        })
+        .collect::<HashMap<_, _>>();
+    (!cpu.is_empty()).then_some(cpu)
+}
+
+/// CPU used during a phase: by this process, and by the database's backends.
+#[derive(Default, Clone, Copy)]
+struct Cpu {
+    process: Duration,
+    database: Option<Duration>,
+}
+
+/// Run `phase`, and the CPU it used.
+async fn measure_cpu<T>(db: &TempDatabase, phase: impl Future<Output = T>) -> (T, Cpu) {
+    let db_before = database_cpu(db).await;
+    let before = process_cpu();
+    let out = phase.await;
+    let process = process_cpu().saturating_sub(before);
+    let database = database_cpu(db).await.map(|after| {
+        after
+            .iter()
+            .map(|(pid, used)| {
+                used.saturating_sub(
+                    db_before
+                        .as_ref()
+                        .and_then(|b| b.get(pid).copied())
+                        .unwrap_or_default(),
+                )
+            })
+            .sum()
+    });
+    (out, Cpu { process, database })
+}
+
 /// Throughput and latency of a closed-loop phase.
 #[derive(Default)]
 struct Phase {
@@ -776,11 +856,22 @@ struct Phase {
     errors: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    cpu: Cpu,
 }
 
 impl Phase {
     fn per_sec(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// CPU microseconds per request: this process, and the database's
+    /// backends when known.
+    fn cpu_per_request(&self) -> String {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / (self.requests.max(1) as f64);
+        match self.cpu.database {
+            Some(db) => format!("{:.0} + {:.0} (PostgreSQL)", per(self.cpu.process), per(db)),
+            None => format!("{:.0}", per(self.cpu.process)),
+        }
     }
 
     fn pct(&self, p: f64) -> Duration {
@@ -894,6 +985,7 @@ async fn fast_phase(ctx: &Arc<Ctx>, concurrency: usize, secs: u64) -> anyhow::Re
         errors: stats.non_200 + stats.transport_errors + stats.unexpected_replies,
         elapsed,
         latencies,
+        cpu: Cpu::default(),
     })
 }
 
@@ -1081,16 +1173,26 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
     let (floor, fast, fast_memory) = if args.burst {
         (None, None, Memory::default())
     } else {
-        let floor = floor_phase(
-            &ctx.client,
-            &ctx.auth_token,
-            args.concurrency,
-            args.phase_secs,
+        let (floor, cpu) = measure_cpu(
+            db,
+            floor_phase(
+                &ctx.client,
+                &ctx.auth_token,
+                args.concurrency,
+                args.phase_secs,
+            ),
         )
-        .await?;
-        let (fast, memory) =
-            measure_memory(settle, fast_phase(&ctx, args.concurrency, args.phase_secs)).await;
-        (Some(floor), Some(fast?), memory)
+        .await;
+        let mut floor = floor?;
+        floor.cpu = cpu;
+        let ((fast, cpu), memory) = measure_memory(
+            settle,
+            measure_cpu(db, fast_phase(&ctx, args.concurrency, args.phase_secs)),
+        )
+        .await;
+        let mut fast = fast?;
+        fast.cpu = cpu;
+        (Some(floor), Some(fast), memory)
     };
 
     let (burst, burst_memory) = if args.burst {
@@ -1331,18 +1433,19 @@ impl Report {
         ));
         line(String::new());
         line(format!(
-            "| {} at once | requests or turns/s | p50 ms | p99 ms | errors | RSS before / peak (VmHWM) / 5 s after, MiB |",
+            "| {} at once | requests or turns/s | p50 ms | p99 ms | errors | CPU µs per request | RSS before / peak (VmHWM) / 5 s after, MiB |",
             self.concurrency
         ));
-        line("|---|---:|---:|---:|---:|---|".to_owned());
+        line("|---|---:|---:|---:|---:|---:|---|".to_owned());
         let mem = |m: &Memory| format!("{} / {} / {}", mib(m.before), mib(m.peak), mib(m.after));
         if let Some(floor) = &self.floor {
             line(format!(
-                "| bare floor: axum handler, Twilio signature check, constant TwiML | {:.0} | {} | {} | {} | |",
+                "| bare floor: axum handler, Twilio signature check, constant TwiML | {:.0} | {} | {} | {} | {} | |",
                 floor.per_sec(),
                 ms(floor.pct(50.0)),
                 ms(floor.pct(99.0)),
-                floor.errors
+                floor.errors,
+                floor.cpu_per_request()
             ));
         }
         if let Some(fast) = &self.fast {
@@ -1352,11 +1455,12 @@ impl Report {
                 .map(|f| 100.0 * fast.per_sec() / f.per_sec().max(f64::EPSILON))
                 .unwrap_or_default();
             line(format!(
-                "| turns without hashing (UNLOCK, email, last 4, EXIT): {ratio:.0} % of the floor | {:.0} | {} | {} | {} | {} |",
+                "| turns without hashing (UNLOCK, email, last 4, EXIT): {ratio:.0} % of the floor | {:.0} | {} | {} | {} | {} | {} |",
                 fast.per_sec(),
                 ms(fast.pct(50.0)),
                 ms(fast.pct(99.0)),
                 fast.errors,
+                fast.cpu_per_request(),
                 mem(&self.fast_memory)
             ));
         }
@@ -1364,18 +1468,19 @@ impl Report {
             let mut answers = s.turns.get(&Step::Answer).cloned().unwrap_or_default();
             answers.sort();
             line(format!(
-                "| burst: {} answers (argon2id verify) sent at the same moment: {served} answered, {busy} busy, {other} other | {:.0} | {} | {} | {} | {} |",
+                "| burst: {} answers (argon2id verify) sent at the same moment: {served} answered, {busy} busy, {other} other | {:.0} | {} | {} | {} | {} | {} |",
                 self.requested,
                 served as f64 / answers.last().map_or(f64::EPSILON, |d| d.as_secs_f64()),
                 ms(percentile(&answers, 50.0)),
                 ms(percentile(&answers, 99.0)),
                 other + s.non_200 + s.transport_errors,
+                "",
                 mem(&self.burst_memory)
             ));
         }
         if !self.burst_mode {
             line(format!(
-                "| whole conversations (2 answers, then unlock or reset): conversations/s | {:.1} | {} | {} | {} | {} |",
+                "| whole conversations (2 answers, then unlock or reset): conversations/s | {:.1} | {} | {} | {} | | {} |",
                 (s.unlocked + s.reset) as f64 / secs,
                 ms(percentile(
                     &{

@@ -16,9 +16,7 @@ use crate::dialog::render::{Vars, render};
 use crate::dialog::spec::{AskStep, Dialog, InputKind, Outcome, Step};
 use crate::domain::{Answer, Channel, Characters, ConversationKey, Email, Last4};
 use crate::sms::SmsKind;
-use crate::store::{
-    AuditEvent, BlockRule, ConversationChange, ReplyWindow, Store, StoreError, TurnCommit,
-};
+use crate::store::{AuditEvent, BlockRule, ConversationChange, ReplyWindow, Store, TurnCommit};
 use crate::unlock::Unlock;
 pub use crate::unlock::turn::{Input, Turn, TurnError};
 
@@ -228,9 +226,8 @@ impl Engine {
     async fn turn(&self, inbound: Inbound) -> Result<Reply, TurnError> {
         // Held exclusively, in every instance, until the turn commits.
         let mut tx = self.store.begin_turn(&inbound.key).await?;
-        if let Some(id) = &inbound.message_id
-            && let Some(text) = tx.processed_reply(id).await?
-        {
+        let opening = tx.open(inbound.message_id.as_deref()).await?;
+        if let Some(text) = opening.processed {
             tracing::info!("repeated delivery answered from the record");
             return Ok(Reply {
                 parts: vec![text],
@@ -245,15 +242,16 @@ impl Engine {
         }
 
         let now = self.clock.now();
-        let stored = match tx.load_conversation().await {
+        let stored = match opening.conversation {
             // A state this version cannot read (say, after an upgrade)
             // starts the conversation afresh rather than failing forever.
-            Err(StoreError::Corrupt(e)) => {
+            Err(e) => {
                 tracing::warn!(error = %e, "stored conversation unreadable; starting again");
                 None
             }
-            other => other?,
+            Ok(stored) => stored,
         };
+        let mut unreported = opening.unreported_failures;
         let mut parts = Vec::new();
         let mut turn = Turn {
             key: inbound.key.clone(),
@@ -302,7 +300,7 @@ impl Engine {
         // once it is spent, one line says so and later messages get no
         // reply at all until the day-long window ends.
         let metered = inbound.key.channel() != Channel::Terminal;
-        let window = match tx.reply_window().await? {
+        let window = match opening.reply_window {
             Some(w) if now - w.since < Duration::days(1) => w,
             _ => ReplyWindow {
                 since: now,
@@ -441,7 +439,7 @@ impl Engine {
                 // conversation starts, where the SMS budget allows for it;
                 // the user waiting for a password that never came texts
                 // again.)
-                let failed = tx.unreported_failures().await?;
+                let failed = std::mem::take(&mut unreported);
                 if failed
                     .iter()
                     .any(|(_, kind)| *kind == SmsKind::TempPassword)

@@ -14,9 +14,9 @@
 //! the last handle is dropped.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use zeroize::Zeroizing;
@@ -29,6 +29,12 @@ use crate::domain::{
 /// Default queue length per worker: about two seconds of work at the
 /// ~20 ms one argon2id computation takes on a server core.
 pub const DEFAULT_QUEUE_PER_WORKER: usize = 100;
+
+/// A worker idle this long gives its argon2 memory back, and the allocator
+/// returns free memory to the system, so the resident size falls back soon
+/// after a wave. The next job allocates the block again (a few ms, against
+/// the ~20 ms of the hash itself).
+pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 /// Most workers accepted by the setting.
 pub const MAX_WORKERS: usize = 256;
@@ -76,7 +82,7 @@ impl Default for HashSettings {
 type Job = Box<dyn FnOnce(&mut HashMemory) + Send>;
 
 struct Shared {
-    queue: Sender<Job>,
+    queue: flume::Sender<Job>,
     /// One permit per job in the pool (running or waiting): `workers +
     /// queue_limit` in all.
     room: Arc<Semaphore>,
@@ -87,6 +93,8 @@ struct Shared {
     running: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
     completed: Arc<AtomicUsize>,
+    /// Workers holding their argon2 memory now.
+    holding: Arc<AtomicUsize>,
 }
 
 /// A handle on the hashing pool.
@@ -105,14 +113,20 @@ impl std::fmt::Debug for Hasher {
 
 impl Hasher {
     /// Start the workers. Each allocates its working memory on its first
-    /// job, so a process that never hashes never pays for it.
+    /// job, so a process that never hashes never pays for it, and gives it
+    /// back after [`IDLE_RELEASE`] without work.
     pub fn new(settings: HashSettings) -> Self {
+        Self::with_idle_release(settings, IDLE_RELEASE)
+    }
+
+    /// [`Hasher::new`] with another idle time before a worker gives its
+    /// memory back.
+    pub fn with_idle_release(settings: HashSettings, idle_release: Duration) -> Self {
         let settings = HashSettings {
             workers: settings.workers.clamp(1, MAX_WORKERS),
             queue_limit: settings.queue_limit.max(1),
         };
-        let (queue, jobs) = std::sync::mpsc::channel::<Job>();
-        let jobs = Arc::new(Mutex::new(jobs));
+        let (queue, jobs) = flume::unbounded::<Job>();
         let shared = Shared {
             queue,
             room: Arc::new(Semaphore::new(settings.workers + settings.queue_limit)),
@@ -121,6 +135,7 @@ impl Hasher {
             running: Arc::default(),
             peak: Arc::default(),
             completed: Arc::default(),
+            holding: Arc::default(),
         };
         for n in 0..settings.workers {
             let worker = Worker {
@@ -128,6 +143,8 @@ impl Hasher {
                 queued: shared.queued.clone(),
                 running: shared.running.clone(),
                 peak: shared.peak.clone(),
+                holding: shared.holding.clone(),
+                idle_release,
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("hash-{n}"))
@@ -153,6 +170,12 @@ impl Hasher {
     /// Jobs finished so far.
     pub fn completed(&self) -> usize {
         self.shared.completed.load(Ordering::SeqCst)
+    }
+
+    /// Workers holding their argon2 working memory now (each gives it back
+    /// when idle).
+    pub fn holding_memory(&self) -> usize {
+        self.shared.holding.load(Ordering::SeqCst)
     }
 
     /// Jobs waiting for a worker now.
@@ -247,26 +270,42 @@ impl Hasher {
 }
 
 struct Worker {
-    jobs: Arc<Mutex<Receiver<Job>>>,
+    jobs: flume::Receiver<Job>,
     queued: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    holding: Arc<AtomicUsize>,
+    idle_release: Duration,
 }
 
 impl Worker {
     fn run(self) {
         let mut memory: Option<HashMemory> = None;
         loop {
-            let job = {
-                let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-                jobs.recv()
+            let job = match self.jobs.recv_timeout(self.idle_release) {
+                Ok(job) => job,
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    if memory.take().is_some() {
+                        self.holding.fetch_sub(1, Ordering::SeqCst);
+                        release_free_memory();
+                    }
+                    continue;
+                }
+                // Every handle is gone: nothing more can come.
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    if memory.take().is_some() {
+                        self.holding.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    return;
+                }
             };
-            // Every handle is gone: nothing more can come.
-            let Ok(job) = job else { return };
             self.queued.fetch_sub(1, Ordering::SeqCst);
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.peak.fetch_max(now, Ordering::SeqCst);
-            let memory = memory.get_or_insert_with(HashMemory::new);
+            let memory = memory.get_or_insert_with(|| {
+                self.holding.fetch_add(1, Ordering::SeqCst);
+                HashMemory::new()
+            });
             // A panicking job drops its reply (the caller sees a failure);
             // the worker and its memory carry on.
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(memory)));
@@ -275,9 +314,47 @@ impl Worker {
     }
 }
 
+/// Ask the allocator to hand free memory back to the system. glibc's
+/// malloc serves a freed 19 MiB block's successors from its heaps (its
+/// mmap threshold rises after the first such free), and keeps freed heap
+/// pages resident until asked.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only walks the
+    // allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_idle_worker_gives_its_memory_back_and_takes_it_again_for_the_next_job() {
+        let hasher = Hasher::with_idle_release(
+            HashSettings {
+                workers: 2,
+                queue_limit: 8,
+            },
+            Duration::from_millis(50),
+        );
+        assert_eq!(hasher.holding_memory(), 0, "nothing allocated before work");
+        let hash = hasher.hash_answer(Answer::new("Biscuit")).await.unwrap();
+        let mut waited = 0;
+        while hasher.holding_memory() > 0 && waited < 2_000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(hasher.holding_memory(), 0, "memory kept while idle");
+        assert!(
+            hasher
+                .verify_answer(Answer::new("biscuit"), hash)
+                .await
+                .unwrap()
+        );
+    }
 
     #[tokio::test]
     async fn hashes_and_verifies_on_the_workers() {

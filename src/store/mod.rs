@@ -194,24 +194,53 @@ impl Swept {
     }
 }
 
+/// What a turn reads before it decides, in one query (one round trip to
+/// the database instead of three).
+#[derive(Debug)]
+pub struct Opening {
+    /// The reply already given to this inbound message, if it was processed.
+    pub processed: Option<String>,
+    /// The conversation as stored; an error when this version cannot read
+    /// its state (say, after an upgrade).
+    pub conversation: Result<Option<StoredConversation>, serde_json::Error>,
+    /// Texts of this conversation that finally failed and that the user has
+    /// not been told about yet: (outbox id, kind).
+    pub unreported_failures: Vec<(uuid::Uuid, SmsKind)>,
+    /// This sender's reply window as stored (it may have ended).
+    pub reply_window: Option<ReplyWindow>,
+}
+
+/// The unreported failures as both backends aggregate them into one
+/// column: `id kind` pairs separated by commas (neither a UUID nor a kind
+/// contains either).
+fn parse_failures(aggregated: Option<&str>) -> Vec<(uuid::Uuid, SmsKind)> {
+    aggregated
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| pair.split_once(' '))
+        .filter_map(|(id, kind)| {
+            Some((uuid::Uuid::parse_str(id).ok()?, SmsKind::from_stored(kind)))
+        })
+        .collect()
+}
+
 /// A turn in progress: the conversation is held exclusively (by every
 /// instance sharing the database) until the turn commits or is dropped.
 #[async_trait]
 pub trait TurnTx: Send {
-    /// The reply already given to this inbound message, if it was processed.
-    async fn processed_reply(&mut self, message_id: &str) -> Result<Option<String>, StoreError>;
-    async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError>;
+    /// Everything the turn starts from: whether `message_id` was already
+    /// processed (and the reply given), the conversation, and its texts
+    /// that failed unreported.
+    async fn open(&mut self, message_id: Option<&str>) -> Result<Opening, StoreError>;
+    async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError> {
+        Ok(self.open(None).await?.conversation?)
+    }
     /// Hold the named account too, until the turn ends: verification turns
     /// of one account (other conversations, channels or instances) are then
     /// applied one after the other, so the attempt limit is checked and
     /// counted atomically. Always taken after the conversation, never
     /// before, so two turns cannot wait for each other.
     async fn lock_account(&mut self, account: &Email) -> Result<(), StoreError>;
-    /// Texts of this conversation that finally failed and that the user has
-    /// not been told about yet: (outbox id, kind).
-    async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError>;
-    /// This sender's reply window as stored (it may have ended).
-    async fn reply_window(&mut self) -> Result<Option<ReplyWindow>, StoreError>;
     /// Write everything the turn decided, atomically, and release the conversation.
     async fn commit(self: Box<Self>, commit: TurnCommit) -> Result<(), StoreError>;
 }

@@ -13,8 +13,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::{
-    AuditEvent, ConversationChange, FailureCounts, OutboxItem, ProcessedPrune, ReplyWindow, Store,
-    StoreError, StoredConversation, SweepCutoffs, Swept, TurnCommit, TurnTx,
+    AuditEvent, ConversationChange, FailureCounts, Opening, OutboxItem, ProcessedPrune,
+    ReplyWindow, Store, StoreError, StoredConversation, SweepCutoffs, Swept, TurnCommit, TurnTx,
+    parse_failures,
 };
 use crate::domain::{Channel, ConversationKey, Email, SenderKey};
 use crate::sms::SmsKind;
@@ -22,7 +23,7 @@ use crate::sms::SmsKind;
 /// Connect to PostgreSQL at `url` and apply the migrations.
 pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = url.parse()?;
-    let pool = PgPoolOptions::new()
+    let pool = pool_options()
         .max_connections(16)
         .acquire_timeout(StdDuration::from_secs(5))
         .connect_with(options)
@@ -30,6 +31,26 @@ pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     Ok(pool)
 }
+
+/// Connections in use are not pinged before each query (by default sqlx
+/// does, a round trip to the server every time one is taken from the
+/// pool); one that has been idle a while (the server may have restarted or
+/// a firewall dropped it) still is, and is replaced if it does not answer.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
+/// A pooled connection idle longer than this is pinged before use.
+const IDLE_BEFORE_PING: StdDuration = StdDuration::from_secs(10);
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -50,7 +71,7 @@ impl PgStore {
     /// `pool` is shared with the directory; the turns' pool is opened here.
     pub async fn new(pool: PgPool, url: &str, senders: SenderKey) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
-        let turns = PgPoolOptions::new()
+        let turns = pool_options()
             .max_connections(16)
             // Waiting here is queueing behind other turns, not a fault:
             // allow most of the request timeout.
@@ -141,32 +162,77 @@ struct PgTurn {
     senders: SenderKey,
 }
 
+/// Everything a turn reads, as one statement (taken after the
+/// conversation's lock, so it sees the previous turn's commit).
+const OPEN: &str = "SELECT
+       (SELECT reply FROM processed_messages WHERE channel = $1 AND message_id = $2) AS reply,
+       c.state, c.updated_at,
+       (SELECT string_agg(id::text || ' ' || kind, ',') FROM outbox
+         WHERE conversation_key = $3 AND status = 'failed' AND NOT failure_reported) AS failed,
+       r.window_start, r.replies AS window_replies
+     FROM (SELECT 1) AS one
+     LEFT JOIN conversations AS c ON c.conversation_key = $3
+     LEFT JOIN sender_replies AS r ON r.conversation_key = $3";
+
+/// The conversation's new state (or its deletion, or neither), the inbound
+/// message's id and the reply, the sender's reply window, and the audit
+/// events (as arrays), written by one statement.
+const SAVE_TURN: &str = "WITH
+       saved AS (
+         INSERT INTO conversations (conversation_key, state, created_at, updated_at)
+         SELECT $1, $2, $3, $3 WHERE $2::jsonb IS NOT NULL
+         ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at),
+       ended AS (
+         DELETE FROM conversations WHERE conversation_key = $1 AND $13::boolean),
+       replies AS (
+         INSERT INTO sender_replies (conversation_key, window_start, replies)
+         SELECT $1, $14, $15 WHERE $14::timestamptz IS NOT NULL
+         ON CONFLICT (conversation_key) DO UPDATE SET window_start = excluded.window_start, replies = excluded.replies),
+       processed AS (
+         INSERT INTO processed_messages (channel, message_id, reply, received_at)
+         SELECT $4, $5, $6, $3 WHERE $5::text IS NOT NULL
+         ON CONFLICT (channel, message_id) DO NOTHING)
+     INSERT INTO audit_log (at, channel, sender, account, event, outcome)
+     SELECT * FROM unnest($7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])";
+
+/// The channel part of a stored conversation key (`sms:…`).
+fn channel_of(key: &str) -> &str {
+    key.split(':').next().unwrap_or_default()
+}
+
 #[async_trait]
 impl TurnTx for PgTurn {
-    async fn processed_reply(&mut self, message_id: &str) -> Result<Option<String>, StoreError> {
-        let channel = self.key.split(':').next().unwrap_or_default().to_owned();
-        Ok(sqlx::query_scalar(
-            "SELECT reply FROM processed_messages WHERE channel = $1 AND message_id = $2",
-        )
-        .bind(&channel)
-        .bind(self.senders.message_id(&channel, message_id))
-        .fetch_optional(&mut *self.tx)
-        .await?)
-    }
-
-    async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError> {
-        let row =
-            sqlx::query("SELECT state, updated_at FROM conversations WHERE conversation_key = $1")
-                .bind(&self.key)
-                .fetch_optional(&mut *self.tx)
-                .await?;
-        match row {
+    async fn open(&mut self, message_id: Option<&str>) -> Result<Opening, StoreError> {
+        let channel = channel_of(&self.key);
+        let row = sqlx::query(OPEN)
+            .bind(channel)
+            .bind(message_id.map(|id| self.senders.message_id(channel, id)))
+            .bind(&self.key)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let conversation = match row.get::<Option<serde_json::Value>, _>("state") {
             None => Ok(None),
-            Some(row) => Ok(Some(StoredConversation {
-                state: serde_json::from_value(row.get("state"))?,
-                updated_at: row.get("updated_at"),
-            })),
-        }
+            Some(state) => serde_json::from_value(state).map(|state| {
+                Some(StoredConversation {
+                    state,
+                    updated_at: row.get("updated_at"),
+                })
+            }),
+        };
+        Ok(Opening {
+            processed: row.get("reply"),
+            conversation,
+            unreported_failures: parse_failures(row.get("failed")),
+            reply_window: row
+                .get::<Option<chrono::DateTime<chrono::Utc>>, _>("window_start")
+                .map(|since| ReplyWindow {
+                    since,
+                    replies: u32::try_from(
+                        row.get::<Option<i32>, _>("window_replies").unwrap_or(0),
+                    )
+                    .unwrap_or(u32::MAX),
+                }),
+        })
     }
 
     async fn lock_account(&mut self, account: &Email) -> Result<(), StoreError> {
@@ -178,71 +244,52 @@ impl TurnTx for PgTurn {
         Ok(())
     }
 
-    async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, kind FROM outbox WHERE conversation_key = $1 AND status = 'failed' AND NOT failure_reported",
-        )
-        .bind(&self.key)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get("id"), SmsKind::from_stored(r.get("kind"))))
-            .collect())
-    }
-
-    async fn reply_window(&mut self) -> Result<Option<ReplyWindow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT window_start, replies FROM sender_replies WHERE conversation_key = $1",
-        )
-        .bind(&self.key)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        Ok(row.map(|r| ReplyWindow {
-            since: r.get("window_start"),
-            replies: u32::try_from(r.get::<i32, _>("replies")).unwrap_or(u32::MAX),
-        }))
-    }
-
     async fn commit(self: Box<Self>, c: TurnCommit) -> Result<(), StoreError> {
         let PgTurn {
             mut tx,
             key,
             senders: self_senders,
         } = *self;
-        let channel = key.split(':').next().unwrap_or_default().to_owned();
-        match &c.state {
-            ConversationChange::Keep => {}
-            ConversationChange::Save(state) => {
-                sqlx::query(
-                    "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES ($1, $2, $3, $3)
-                     ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                )
-                .bind(&key)
-                .bind(serde_json::to_value(state)?)
-                .bind(c.now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            ConversationChange::Delete => {
-                sqlx::query("DELETE FROM conversations WHERE conversation_key = $1")
-                    .bind(&key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        if let Some((message_id, reply)) = &c.processed {
-            sqlx::query(
-                "INSERT INTO processed_messages (channel, message_id, reply, received_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (channel, message_id) DO NOTHING",
-            )
-            .bind(&channel)
-            .bind(self_senders.message_id(&channel, message_id))
-            .bind(reply)
+        let channel = channel_of(&key).to_owned();
+        let (state, delete) = match &c.state {
+            ConversationChange::Save(state) => (Some(serde_json::to_value(state)?), false),
+            ConversationChange::Delete => (None, true),
+            ConversationChange::Keep => (None, false),
+        };
+        let (message_id, reply) = match &c.processed {
+            Some((id, reply)) => (
+                Some(self_senders.message_id(&channel, id)),
+                Some(reply.as_str()),
+            ),
+            None => (None, None),
+        };
+        let audit = &c.audit;
+        sqlx::query(SAVE_TURN)
+            .bind(&key)
+            .bind(state)
             .bind(c.now)
+            .bind(&channel)
+            .bind(message_id)
+            .bind(reply)
+            .bind(audit.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind(audit.iter().map(|e| e.channel.as_str()).collect::<Vec<_>>())
+            .bind(audit.iter().map(|e| e.sender.as_str()).collect::<Vec<_>>())
+            .bind(
+                audit
+                    .iter()
+                    .map(|e| e.account.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(audit.iter().map(|e| e.event.as_str()).collect::<Vec<_>>())
+            .bind(audit.iter().map(|e| e.outcome.as_str()).collect::<Vec<_>>())
+            .bind(delete)
+            .bind(c.replies.map(|w| w.since))
+            .bind(
+                c.replies
+                    .map(|w| i32::try_from(w.replies).unwrap_or(i32::MAX)),
+            )
             .execute(&mut *tx)
             .await?;
-        }
         for account in &c.failures {
             // Conversations on other channels (or instances) may fail for
             // the same account at the same moment: count under a lock.
@@ -310,18 +357,6 @@ impl TurnTx for PgTurn {
                 .execute(&mut *tx)
                 .await?;
         }
-        if let Some(window) = c.replies {
-            sqlx::query(
-                "INSERT INTO sender_replies (conversation_key, window_start, replies) VALUES ($1, $2, $3)
-                 ON CONFLICT (conversation_key) DO UPDATE SET window_start = excluded.window_start, replies = excluded.replies",
-            )
-            .bind(&key)
-            .bind(window.since)
-            .bind(i32::try_from(window.replies).unwrap_or(i32::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        insert_audit(&mut tx, &c.audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -336,11 +371,23 @@ impl Store for PgStore {
 
     async fn begin_turn(&self, key: &ConversationKey) -> Result<Box<dyn TurnTx>, StoreError> {
         let key = self.senders.conversation(key);
-        let mut tx = self.turns.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(&key)
-            .execute(&mut *tx)
-            .await?;
+        // The stored key is `channel:hex`: as a literal, the lock goes in
+        // the same round trip as BEGIN (a simple query takes no
+        // parameters). Anything else would be bound, in a second trip.
+        let tx = if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b':') {
+            self.turns
+                .begin_with(sqlx::AssertSqlSafe(format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{key}', 0))"
+                )))
+                .await?
+        } else {
+            let mut tx = self.turns.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+            tx
+        };
         Ok(Box::new(PgTurn {
             tx,
             key,

@@ -10,13 +10,15 @@ use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Arguments, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{
-    AuditEvent, ConversationChange, FailureCounts, OutboxItem, ProcessedPrune, ReplyWindow, Store,
-    StoreError, StoredConversation, SweepCutoffs, Swept, TurnCommit, TurnTx,
+    AuditEvent, ConversationChange, FailureCounts, Opening, OutboxItem, ProcessedPrune,
+    ReplyWindow, Store, StoreError, StoredConversation, SweepCutoffs, Swept, TurnCommit, TurnTx,
+    parse_failures,
 };
 use crate::domain::{Channel, ConversationKey, Email, SenderKey};
 use crate::sms::SmsKind;
@@ -55,6 +57,10 @@ async fn connect_creating(url: &str, create: bool) -> Result<SqlitePool, StoreEr
         .busy_timeout(StdDuration::from_secs(5));
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
+        // The database is a file in this process: there is no connection
+        // that can go stale, so no ping (a round trip to the connection's
+        // thread) before every query.
+        .test_before_acquire(false)
         .acquire_timeout(StdDuration::from_secs(5))
         .connect_with(options)
         .await?;
@@ -153,32 +159,90 @@ struct SqliteTurn {
     account_held: Option<OwnedMutexGuard<()>>,
 }
 
-#[async_trait]
-impl TurnTx for SqliteTurn {
-    async fn processed_reply(&mut self, message_id: &str) -> Result<Option<String>, StoreError> {
-        let channel = self.key.split(':').next().unwrap_or_default().to_owned();
-        Ok(sqlx::query_scalar(
-            "SELECT reply FROM processed_messages WHERE channel = $1 AND message_id = $2",
-        )
-        .bind(&channel)
-        .bind(self.senders.message_id(&channel, message_id))
-        .fetch_optional(&self.pool)
-        .await?)
+/// The channel part of a stored conversation key (`sms:…`).
+fn channel_of(key: &str) -> &str {
+    key.split(':').next().unwrap_or_default()
+}
+
+/// Everything a turn reads, as one statement.
+const OPEN: &str = "SELECT
+       (SELECT reply FROM processed_messages WHERE channel = $1 AND message_id = $2) AS reply,
+       c.state, c.updated_at,
+       (SELECT group_concat(id || ' ' || kind, ',') FROM outbox
+         WHERE conversation_key = $3 AND status = 'failed' AND failure_reported = 0) AS failed,
+       r.window_start, r.replies AS window_replies
+     FROM (SELECT 1) AS one
+     LEFT JOIN conversations AS c ON c.conversation_key = $3
+     LEFT JOIN sender_replies AS r ON r.conversation_key = $3";
+
+/// Statements sent to SQLite as one query: sqlx runs each connection on a
+/// thread of its own, and every query is a round trip to that thread (a
+/// wake-up on each side), so a turn's writes go as one. Placeholders are
+/// `?`, bound in the order they appear across the statements.
+#[derive(Default)]
+struct Batch {
+    sql: String,
+    args: SqliteArguments,
+}
+
+impl Batch {
+    fn statement(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self.sql.push_str(";\n");
+        self
     }
 
-    async fn load_conversation(&mut self) -> Result<Option<StoredConversation>, StoreError> {
-        let row =
-            sqlx::query("SELECT state, updated_at FROM conversations WHERE conversation_key = $1")
-                .bind(&self.key)
-                .fetch_optional(&self.pool)
+    fn bind<'a, T>(&mut self, value: T) -> Result<&mut Self, StoreError>
+    where
+        T: sqlx::Encode<'a, Sqlite> + sqlx::Type<Sqlite>,
+    {
+        self.args.add(value).map_err(sqlx::Error::Encode)?;
+        Ok(self)
+    }
+
+    async fn execute(self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        if !self.sql.is_empty() {
+            sqlx::query_with(sqlx::AssertSqlSafe(self.sql), self.args)
+                .execute(conn)
                 .await?;
-        match row {
-            None => Ok(None),
-            Some(row) => Ok(Some(StoredConversation {
-                state: serde_json::from_str(row.get::<&str, _>("state"))?,
-                updated_at: from_millis(row.get("updated_at")),
-            })),
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TurnTx for SqliteTurn {
+    async fn open(&mut self, message_id: Option<&str>) -> Result<Opening, StoreError> {
+        let channel = channel_of(&self.key);
+        let row = sqlx::query(OPEN)
+            .bind(channel)
+            .bind(message_id.map(|id| self.senders.message_id(channel, id)))
+            .bind(&self.key)
+            .fetch_one(&self.pool)
+            .await?;
+        let conversation = match row.get::<Option<&str>, _>("state") {
+            None => Ok(None),
+            Some(state) => serde_json::from_str(state).map(|state| {
+                Some(StoredConversation {
+                    state,
+                    updated_at: from_millis(row.get("updated_at")),
+                })
+            }),
+        };
+        Ok(Opening {
+            processed: row.get("reply"),
+            conversation,
+            unreported_failures: parse_failures(row.get("failed")),
+            reply_window: row
+                .get::<Option<i64>, _>("window_start")
+                .map(|since| ReplyWindow {
+                    since: from_millis(since),
+                    replies: u32::try_from(
+                        row.get::<Option<i64>, _>("window_replies").unwrap_or(0),
+                    )
+                    .unwrap_or(u32::MAX),
+                }),
+        })
     }
 
     async fn lock_account(&mut self, account: &Email) -> Result<(), StoreError> {
@@ -189,137 +253,112 @@ impl TurnTx for SqliteTurn {
         Ok(())
     }
 
-    async fn unreported_failures(&mut self) -> Result<Vec<(uuid::Uuid, SmsKind)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, kind FROM outbox WHERE conversation_key = $1 AND status = 'failed' AND failure_reported = 0",
-        )
-        .bind(&self.key)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (uuid_of(r.get("id")), SmsKind::from_stored(r.get("kind"))))
-            .collect())
-    }
-
-    async fn reply_window(&mut self) -> Result<Option<ReplyWindow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT window_start, replies FROM sender_replies WHERE conversation_key = $1",
-        )
-        .bind(&self.key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| ReplyWindow {
-            since: from_millis(r.get("window_start")),
-            replies: u32::try_from(r.get::<i64, _>("replies")).unwrap_or(u32::MAX),
-        }))
-    }
-
     async fn commit(self: Box<Self>, c: TurnCommit) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = to_millis(c.now);
-        let channel = self.key.split(':').next().unwrap_or_default().to_owned();
-        let self_senders = &self.senders;
+        let channel = channel_of(&self.key);
+        let mut batch = Batch::default();
         match &c.state {
             ConversationChange::Keep => {}
             ConversationChange::Save(state) => {
-                sqlx::query(
-                    "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES ($1, $2, $3, $3)
-                     ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                )
-                .bind(&self.key)
-                .bind(serde_json::to_string(state)?)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                batch
+                    .statement(
+                        "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES (?, ?, ?, ?)
+                         ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    )
+                    .bind(&self.key)?
+                    .bind(serde_json::to_string(state)?)?
+                    .bind(now)?
+                    .bind(now)?;
             }
             ConversationChange::Delete => {
-                sqlx::query("DELETE FROM conversations WHERE conversation_key = $1")
-                    .bind(&self.key)
-                    .execute(&mut *tx)
-                    .await?;
+                batch
+                    .statement("DELETE FROM conversations WHERE conversation_key = ?")
+                    .bind(&self.key)?;
             }
         }
         if let Some((message_id, reply)) = &c.processed {
-            sqlx::query(
-                "INSERT INTO processed_messages (channel, message_id, reply, received_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (channel, message_id) DO NOTHING",
-            )
-            .bind(&channel)
-            .bind(self_senders.message_id(&channel, message_id))
-            .bind(reply)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            batch
+                .statement(
+                    "INSERT INTO processed_messages (channel, message_id, reply, received_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (channel, message_id) DO NOTHING",
+                )
+                .bind(channel)?
+                .bind(self.senders.message_id(channel, message_id))?
+                .bind(reply)?
+                .bind(now)?;
         }
         for account in &c.failures {
-            sqlx::query(
-                "INSERT INTO verification_failures (account_email, failed_at, sender) VALUES ($1, $2, $3)",
-            )
-            .bind(account.as_str())
-            .bind(now)
-            .bind(&self.key)
-            .execute(&mut *tx)
-            .await?;
-            let recent: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at > $2",
-            )
-            .bind(account.as_str())
-            .bind(to_millis(c.now - c.block_rule.window))
-            .fetch_one(&mut *tx)
-            .await?;
-            if recent >= i64::from(c.block_rule.max_failures) {
-                sqlx::query(
-                    "INSERT INTO account_blocks (account_email, blocked_until) VALUES ($1, $2)
+            // Counted after the insert above, in the same transaction: the
+            // block is set by the failure that makes one too many.
+            batch
+                .statement(
+                    "INSERT INTO verification_failures (account_email, failed_at, sender) VALUES (?, ?, ?)",
+                )
+                .bind(account.as_str())?
+                .bind(now)?
+                .bind(&self.key)?
+                .statement(
+                    "INSERT INTO account_blocks (account_email, blocked_until)
+                     SELECT ?, ? WHERE (SELECT COUNT(*) FROM verification_failures WHERE account_email = ? AND failed_at > ?) >= ?
                      ON CONFLICT (account_email) DO UPDATE SET blocked_until = MAX(blocked_until, excluded.blocked_until)",
                 )
-                .bind(account.as_str())
-                .bind(to_millis(c.now + c.block_rule.block_for))
-                .execute(&mut *tx)
-                .await?;
-            }
+                .bind(account.as_str())?
+                .bind(to_millis(c.now + c.block_rule.block_for))?
+                .bind(account.as_str())?
+                .bind(to_millis(c.now - c.block_rule.window))?
+                .bind(i64::from(c.block_rule.max_failures))?;
         }
         for account in &c.block_notices {
-            sqlx::query("UPDATE account_blocks SET notice_at = $2 WHERE account_email = $1")
-                .bind(account.as_str())
-                .bind(to_millis(c.now))
-                .execute(&mut *tx)
-                .await?;
+            batch
+                .statement("UPDATE account_blocks SET notice_at = ? WHERE account_email = ?")
+                .bind(now)?
+                .bind(account.as_str())?;
         }
         for item in &c.outbox {
-            sqlx::query(
-                "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, masked_sender, sealed, status, next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)",
-            )
-            .bind(item.id.to_string())
-            .bind(item.kind.as_str())
-            .bind(&item.to)
-            .bind(&item.account)
-            .bind(&self.key)
-            .bind(&item.masked_sender)
-            .bind(&item.sealed)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            batch
+                .statement(
+                    "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, masked_sender, sealed, status, next_attempt_at, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                )
+                .bind(item.id.to_string())?
+                .bind(item.kind.as_str())?
+                .bind(&item.to)?
+                .bind(&item.account)?
+                .bind(&self.key)?
+                .bind(&item.masked_sender)?
+                .bind(&item.sealed)?
+                .bind(now)?
+                .bind(now)?;
         }
         for id in &c.reported_failures {
-            sqlx::query("UPDATE outbox SET failure_reported = 1 WHERE id = $1")
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            batch
+                .statement("UPDATE outbox SET failure_reported = 1 WHERE id = ?")
+                .bind(id.to_string())?;
         }
         if let Some(window) = c.replies {
-            sqlx::query(
-                "INSERT INTO sender_replies (conversation_key, window_start, replies) VALUES ($1, $2, $3)
-                 ON CONFLICT (conversation_key) DO UPDATE SET window_start = excluded.window_start, replies = excluded.replies",
-            )
-            .bind(&self.key)
-            .bind(to_millis(window.since))
-            .bind(i64::from(window.replies))
-            .execute(&mut *tx)
-            .await?;
+            batch
+                .statement(
+                    "INSERT INTO sender_replies (conversation_key, window_start, replies) VALUES (?, ?, ?)
+                     ON CONFLICT (conversation_key) DO UPDATE SET window_start = excluded.window_start, replies = excluded.replies",
+                )
+                .bind(&self.key)?
+                .bind(to_millis(window.since))?
+                .bind(i64::from(window.replies))?;
         }
-        insert_audit(&mut tx, &c.audit).await?;
+        for e in &c.audit {
+            batch
+                .statement(
+                    "INSERT INTO audit_log (at, channel, sender, account, event, outcome) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(to_millis(e.at))?
+                .bind(&e.channel)?
+                .bind(&e.sender)?
+                .bind(&e.account)?
+                .bind(&e.event)?
+                .bind(&e.outcome)?;
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        batch.execute(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
