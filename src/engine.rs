@@ -212,9 +212,15 @@ impl Engine {
     /// Run one turn. When the service is overloaded (hashing queue full, no
     /// database connection in time) the turn is abandoned before anything
     /// is stored and the reply asks the user to send the same message again.
-    #[tracing::instrument(skip_all, fields(conversation = %inbound.key.masked_sender(), channel = inbound.key.channel().as_str()))]
     pub async fn handle(&self, inbound: Inbound) -> Result<Reply, TurnError> {
-        match self.turn(inbound).await {
+        use tracing::Instrument;
+        let sender = inbound.key.masked_sender();
+        let span = tracing::info_span!(
+            "handle",
+            conversation = %sender,
+            channel = inbound.key.channel().as_str()
+        );
+        match self.turn(inbound, sender).instrument(span).await {
             Err(e) if e.is_busy() => {
                 tracing::warn!(error = %e, "overloaded: turn not processed, user asked to resend");
                 Ok(self.busy_reply())
@@ -223,7 +229,7 @@ impl Engine {
         }
     }
 
-    async fn turn(&self, inbound: Inbound) -> Result<Reply, TurnError> {
+    async fn turn(&self, inbound: Inbound, sender: String) -> Result<Reply, TurnError> {
         // Held exclusively, in every instance, until the turn commits.
         let mut tx = self.store.begin_turn(&inbound.key).await?;
         let opening = tx.open(inbound.message_id.as_deref()).await?;
@@ -255,6 +261,7 @@ impl Engine {
         let mut parts = Vec::new();
         let mut turn = Turn {
             key: inbound.key.clone(),
+            sender,
             now,
             state: ConversationState::default(),
             audit: Vec::new(),
@@ -585,6 +592,7 @@ impl Engine {
         };
         let mut turn = Turn {
             key: key.clone(),
+            sender: key.masked_sender(),
             now: self.clock.now(),
             state: stored.state,
             audit: Vec::new(),

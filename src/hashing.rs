@@ -330,6 +330,8 @@ fn release_free_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::sync::mpsc::Receiver;
 
     #[tokio::test]
     async fn an_idle_worker_gives_its_memory_back_and_takes_it_again_for_the_next_job() {

@@ -203,7 +203,7 @@ impl Unlock {
 
     /// Queue a text in this turn's transaction.
     fn queue(&self, sms: OutboundSms, email: &Email, turn: &mut Turn) -> Result<(), TurnError> {
-        let item = queue(&self.outbox_key, sms, email, turn.key.masked_sender())
+        let item = queue(&self.outbox_key, sms, email, turn.sender.clone())
             .map_err(|e| TurnError::Internal(e.to_string()))?;
         turn.outbox.push(item);
         Ok(())

@@ -61,6 +61,10 @@ pub enum Input {
 /// What a turn has decided so far; the actions add to it.
 pub struct Turn {
     pub key: ConversationKey,
+    /// The sender as logs and the audit trail show it
+    /// ([`ConversationKey::masked_sender`], worked out once per turn: for
+    /// SMS it parses the number).
+    pub sender: String,
     pub now: DateTime<Utc>,
     pub state: ConversationState,
     pub audit: Vec<AuditEvent>,
@@ -83,7 +87,7 @@ impl Turn {
         self.audit.push(AuditEvent {
             at: self.now,
             channel: self.key.channel().as_str().to_owned(),
-            sender: self.key.masked_sender(),
+            sender: self.sender.clone(),
             account: self.state.email.as_ref().map(|e| e.as_str().to_owned()),
             event: event.to_owned(),
             outcome: outcome.to_owned(),
