@@ -32,25 +32,13 @@ pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
-/// Connections in use are not pinged before each query (by default sqlx
-/// does, a round trip to the server every time one is taken from the
-/// pool); one that has been idle a while (the server may have restarted or
-/// a firewall dropped it) still is, and is replaced if it does not answer.
 fn pool_options() -> PgPoolOptions {
-    PgPoolOptions::new()
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for > IDLE_BEFORE_PING {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
+    // Every connection is pinged before use (sqlx's default). Pinging only
+    // connections idle for a while saved a round trip per turn, but after
+    // the server dropped its connections (a restart, a failover) the first
+    // turn on each stale connection then failed with a 503.
+    PgPoolOptions::new().test_before_acquire(true)
 }
-
-/// A pooled connection idle longer than this is pinged before use.
-const IDLE_BEFORE_PING: StdDuration = StdDuration::from_secs(10);
 
 #[derive(Clone)]
 pub struct PgStore {
