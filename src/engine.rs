@@ -71,7 +71,7 @@ pub struct Choice {
 }
 
 /// The engine's answer, for the channel to render.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     /// The paragraphs of the reply, in order.
     pub parts: Vec<String>,
@@ -95,6 +95,15 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A reply of these paragraphs and nothing else: no buttons, nothing
+    /// shown or shared, the conversation not ended.
+    pub fn plain(parts: Vec<String>) -> Self {
+        Self {
+            parts,
+            ..Self::default()
+        }
+    }
+
     /// The whole reply as one text.
     pub fn text(&self) -> String {
         self.parts.join("\n\n")
@@ -182,31 +191,15 @@ impl Engine {
 
     /// The reply to send when a turn fails: nothing was changed.
     pub fn unavailable_reply(&self) -> Reply {
-        Reply {
-            parts: vec![self.dialog.wording.text("service_unavailable").to_owned()],
-            choices: Vec::new(),
-            input_was_secret: false,
-            shows_last4: false,
-            ended: false,
-            repeated: false,
-            share_number: None,
-            number_shared: false,
-        }
+        Reply::plain(vec![
+            self.dialog.wording.text("service_unavailable").to_owned(),
+        ])
     }
 
     /// The reply when the service is overloaded: the message was not
     /// processed, nothing changed, and no attempt was counted.
     pub fn busy_reply(&self) -> Reply {
-        Reply {
-            parts: vec![self.dialog.wording.text("service_busy").to_owned()],
-            choices: Vec::new(),
-            input_was_secret: false,
-            shows_last4: false,
-            ended: false,
-            repeated: false,
-            share_number: None,
-            number_shared: false,
-        }
+        Reply::plain(vec![self.dialog.wording.text("service_busy").to_owned()])
     }
 
     /// Run one turn. When the service is overloaded (hashing queue full, no
@@ -236,14 +229,8 @@ impl Engine {
         if let Some(text) = opening.processed {
             tracing::info!("repeated delivery answered from the record");
             return Ok(Reply {
-                parts: vec![text],
-                choices: Vec::new(),
-                input_was_secret: false,
-                shows_last4: false,
-                ended: false,
                 repeated: true,
-                share_number: None,
-                number_shared: false,
+                ..Reply::plain(vec![text])
             });
         }
 
@@ -325,16 +312,7 @@ impl Engine {
                 turn.audit("refusal", "reply_budget_spent");
                 parts.push(self.say("replies_spent", &mut turn).await?);
             }
-            let reply = Reply {
-                parts,
-                choices: Vec::new(),
-                input_was_secret: false,
-                shows_last4: false,
-                ended: false,
-                repeated: false,
-                share_number: None,
-                number_shared: false,
-            };
+            let reply = Reply::plain(parts);
             tx.commit(TurnCommit {
                 state: ConversationChange::Keep,
                 now,
