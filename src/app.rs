@@ -25,6 +25,7 @@ use crate::sms::notify::NotifySender;
 use crate::sms::outbox::{OutboxKey, OutboxWorker};
 use crate::sms::twilio::TwilioSender;
 use crate::sql::SqlPool;
+use crate::store::deletions::{ChatDeletions, SqlChatDeletions};
 use crate::store::{Store, StoreError};
 use crate::unlock::{Unlock, UnlockPolicy};
 
@@ -36,6 +37,8 @@ pub struct Database {
     pub enrolments: Arc<dyn Enrolments>,
     /// The argon2id worker pool every hash and verify runs on.
     pub hasher: Hasher,
+    /// The connection pool, for the other SQL adapters.
+    pub pool: SqlPool,
 }
 
 impl Database {
@@ -101,8 +104,9 @@ impl Database {
                 allow_crown_dependencies,
                 hasher.clone(),
             )),
-            enrolments: Arc::new(SqlEnrolments::new(pool)),
+            enrolments: Arc::new(SqlEnrolments::new(pool.clone())),
             hasher,
+            pool,
         })
     }
 
@@ -133,6 +137,8 @@ pub struct Services {
     pub hasher: Hasher,
     /// Delivers queued texts; `Application` runs it beside the server.
     pub worker: Option<OutboxWorker>,
+    /// Chat messages to delete once their conversation is over.
+    pub deletions: Arc<dyn ChatDeletions>,
 }
 
 impl Services {
@@ -204,6 +210,11 @@ impl Services {
                 "OUTBOX_LEASE_SECS is shorter than a provider request may take (15 s): a slow send may be taken over by another instance and sent twice"
             );
         }
+        let deletions: Arc<dyn ChatDeletions> = Arc::new(SqlChatDeletions::new(
+            database.pool.clone(),
+            settings.sender_key_for(&outbox_key),
+            outbox_key.sealing_key().clone(),
+        ));
         let worker = OutboxWorker {
             store: database.store.clone(),
             sender: sms,
@@ -229,6 +240,7 @@ impl Services {
             enrolments: database.enrolments,
             hasher: database.hasher,
             worker: Some(worker),
+            deletions,
         })
     }
 }
@@ -347,19 +359,31 @@ impl Application {
         clock: Arc<dyn Clock>,
         sms: Option<Arc<dyn SmsSender>>,
     ) -> anyhow::Result<Self> {
-        let mut services = Services::build(&settings, clock, sms).await?;
+        let mut services = Services::build(&settings, clock.clone(), sms).await?;
         log_checks(&settings);
         let mut background: Vec<BackgroundTask> = Vec::new();
         if let Some(worker) = services.worker.take() {
             background.push(Box::new(move |stop| tokio::spawn(worker.run(stop))));
         }
         let mut webhook = None;
+        let cleanup = telegram::Cleanup {
+            queue: services.deletions.clone(),
+            clock: clock.clone(),
+            conversation_idle: settings.idle_timeout,
+            poll: settings.outbox.poll,
+            wake: Arc::default(),
+        };
         match &settings.telegram {
             TelegramMode::Off => {}
             TelegramMode::Webhook { bot, secret } => {
                 let channel = Arc::new(
-                    TelegramChannel::new(bot, services.engine.clone(), 0)?.replying_in_background(),
+                    TelegramChannel::new(bot, services.engine.clone(), 0, cleanup)?
+                        .replying_in_background(),
                 );
+                let deleter = channel.clone();
+                background.push(Box::new(move |stop| {
+                    tokio::spawn(deleter.run_deletions(stop))
+                }));
                 let url = format!(
                     "{}{}",
                     settings.public_base_url.as_deref().unwrap_or_default(),
@@ -391,8 +415,13 @@ impl Application {
                     bot,
                     services.engine.clone(),
                     *poll_timeout,
+                    cleanup,
                 )?);
                 let poll_timeout = *poll_timeout;
+                let deleter = channel.clone();
+                background.push(Box::new(move |stop| {
+                    tokio::spawn(deleter.run_deletions(stop))
+                }));
                 background.push(Box::new(move |stop| {
                     tokio::spawn(channel.run_polling(poll_timeout, stop))
                 }));

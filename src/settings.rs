@@ -74,6 +74,10 @@ pub enum TelegramMode {
 pub struct TelegramBot {
     pub token: SecretString,
     pub api_url: String,
+    /// How long the reply that ends a conversation stays in the chat when
+    /// it shows the last 4 digits of the registered mobile, so the user can
+    /// read it (`TELEGRAM_LAST4_REPLY_KEPT_MINUTES`); then it is deleted.
+    pub last4_reply_kept: chrono::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -425,6 +429,13 @@ impl Settings {
             reqwest::Url::parse(&api_url)
                 .map_err(|e| bad("TELEGRAM_API_URL", format!("not a URL: {e}")))?;
             let api_url = api_url.trim_end_matches('/').to_owned();
+            // Telegram lets a bot delete its messages for 48 hours only.
+            let last4_reply_kept = chrono::Duration::minutes(number(
+                "TELEGRAM_LAST4_REPLY_KEPT_MINUTES",
+                10,
+                0,
+                24 * 60,
+            )?);
             let mode = get("TELEGRAM_MODE");
             match (mode.as_deref(), token) {
                 (None | Some("off"), None) => TelegramMode::Off,
@@ -466,12 +477,20 @@ impl Settings {
                         ));
                     }
                     TelegramMode::Webhook {
-                        bot: TelegramBot { token, api_url },
+                        bot: TelegramBot {
+                            token,
+                            api_url,
+                            last4_reply_kept,
+                        },
                         secret: SecretString::from(secret.to_owned()),
                     }
                 }
                 (Some("polling"), Some(token)) => TelegramMode::Polling {
-                    bot: TelegramBot { token, api_url },
+                    bot: TelegramBot {
+                        token,
+                        api_url,
+                        last4_reply_kept,
+                    },
                     poll_timeout: u32::try_from(number("TELEGRAM_POLL_TIMEOUT_SECS", 25, 0, 50)?)
                         .unwrap_or(25),
                 },

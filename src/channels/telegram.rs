@@ -6,7 +6,7 @@
 //! own axum server; the secret token is checked in constant time before the
 //! body is parsed) and long polling (`getUpdates`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,10 +29,12 @@ use teloxide::types::{
 };
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::domain::text::printable;
 use crate::domain::{Channel, ConversationKey, parse_any_e164};
 use crate::engine::{Engine, Inbound, Reply, TurnError};
 use crate::settings::TelegramBot;
+use crate::store::deletions::{ChatDeletions, DueDeletion};
 
 pub const WEBHOOK_PATH: &str = "/telegram/webhook";
 
@@ -85,14 +87,42 @@ pub struct TelegramChannel {
     /// holds the webhook request past its timeout; Telegram would then send
     /// the update again, and it would be skipped as already handled.
     background_replies: bool,
-    /// Per chat, the bot's messages that showed the last 4 digits of a
-    /// registered mobile, deleted once the conversation ends.
-    shown_last4: Mutex<HashMap<ChatId, Vec<MessageId>>>,
+    /// The bot's messages that showed the last 4 digits of a registered
+    /// mobile, deleted once the conversation ends.
+    cleanup: Cleanup,
+    /// How long a final reply that shows the last 4 digits stays
+    /// (`TELEGRAM_LAST4_REPLY_KEPT_MINUTES`).
+    last4_reply_kept: chrono::Duration,
 }
 
-/// Messages with the last 4 digits remembered per chat at most (a
-/// conversation shows them a few times; older ones are forgotten).
-const MAX_SHOWN_LAST4: usize = 32;
+/// Where the bot's messages that showed the last 4 digits are kept until
+/// they are deleted, and when they are.
+#[derive(Clone)]
+pub struct Cleanup {
+    pub queue: Arc<dyn ChatDeletions>,
+    pub clock: Arc<dyn Clock>,
+    /// A conversation idle this long has expired (`CONVERSATION_IDLE_MINUTES`).
+    pub conversation_idle: chrono::Duration,
+    /// How often the worker looks for due deletions (`OUTBOX_POLL_MS`); a
+    /// conversation that ends on this instance wakes it at once.
+    pub poll: Duration,
+    /// Rung when a conversation ends here.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+/// Telegram lets a bot delete its own messages for 48 hours.
+const DELETABLE_FOR: chrono::Duration = chrono::Duration::hours(48);
+
+/// Attempts at deleting one message before it is given up (a message
+/// already gone, too old, or in a chat that blocked the bot is given up at
+/// once).
+const MAX_DELETE_ATTEMPTS: u32 = 5;
+
+/// How long a claimed deletion is reserved for its worker.
+const DELETE_LEASE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Deletions claimed at a time.
+const DELETE_BATCH: u32 = 20;
 
 /// How many times polling tries one update before giving up on it (a
 /// database outage is retried; an update that can never be handled must
@@ -104,6 +134,7 @@ impl TelegramChannel {
         settings: &TelegramBot,
         engine: Arc<Engine>,
         poll_timeout: u32,
+        cleanup: Cleanup,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(u64::from(poll_timeout) + 15))
@@ -117,7 +148,8 @@ impl TelegramChannel {
             recent: Mutex::new(VecDeque::new()),
             retry_base: Duration::from_millis(250),
             background_replies: false,
-            shown_last4: Mutex::default(),
+            cleanup,
+            last4_reply_kept: settings.last4_reply_kept,
         })
     }
 
@@ -486,53 +518,142 @@ impl TelegramChannel {
                 }
             })
             .await;
+        let now = self.cleanup.clock.now();
         match sent {
-            Ok(message) if reply.shows_last4 && !reply.ended => {
-                let mut shown = self.shown_last4.lock().unwrap_or_else(|p| p.into_inner());
-                let ids = shown.entry(chat).or_default();
-                ids.push(message.id);
-                if ids.len() > MAX_SHOWN_LAST4 {
-                    ids.remove(0);
+            Ok(message) if reply.shows_last4 => {
+                // Kept until the conversation ends; a final reply that
+                // shows the digits stays a few minutes, to be read.
+                let due = reply.ended.then(|| now + self.last4_reply_kept);
+                if let Err(e) = self
+                    .cleanup
+                    .queue
+                    .remember(key, i64::from(message.id.0), now, due)
+                    .await
+                {
+                    tracing::error!(error = %e, "could not remember a message that showed the last 4 digits; it will not be deleted");
                 }
             }
             Ok(_) => {}
             Err(CallError::Unreachable) => {
-                // Nothing can be deleted in a chat the bot cannot reach.
-                self.shown_last4
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&chat);
+                // Nothing can be deleted in a chat the bot cannot reach:
+                // its deletions fail and are dropped.
                 if let Err(e) = self.engine.end_quietly(key, "user_unreachable").await {
                     tracing::warn!(error = %e, "could not end the conversation");
                 }
+                self.conversation_ended(key).await;
                 return;
             }
             Err(CallError::Failed(e)) => tracing::error!(error = %e, "reply not delivered"),
         }
         if reply.ended {
-            self.delete_shown_last4(chat).await;
+            self.conversation_ended(key).await;
         }
     }
 
-    /// The conversation has ended: delete the bot's messages in it that
-    /// showed the last 4 digits of the registered mobile. (The reply that
-    /// ended it is kept: it says what happens next.) A message that cannot
-    /// be deleted is logged and left.
-    async fn delete_shown_last4(&self, chat: ChatId) {
-        let ids = self
-            .shown_last4
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&chat)
-            .unwrap_or_default();
-        for id in ids {
-            if let Err(e) = self
-                .call("deleteMessage", || self.bot.delete_message(chat, id))
-                .await
-            {
-                tracing::warn!(error = ?e, "could not delete a message that showed the last 4 digits");
+    /// The conversation has ended: its messages that showed the last 4
+    /// digits are due for deletion (by the worker of any instance).
+    async fn conversation_ended(&self, key: &ConversationKey) {
+        let now = self.cleanup.clock.now();
+        match self.cleanup.queue.conversation_ended(key, now).await {
+            Ok(n) if n > 0 => self.cleanup.wake.notify_one(),
+            Ok(_) => {}
+            // The worker makes them due once the conversation has expired.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not mark messages with the last 4 digits for deletion; they go once the conversation expires")
             }
         }
+    }
+
+    /// Delete the bot's messages that showed the last 4 digits once they
+    /// are due, until `stop` changes: every `OUTBOX_POLL_MS`, and at once
+    /// when a conversation ends on this instance. Every instance runs one;
+    /// claims are exclusive.
+    pub async fn run_deletions(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            loop {
+                match self.delete_due().await {
+                    Ok(true) if !*stop.borrow() => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not look for messages to delete; will try again");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = self.cleanup.wake.notified() => {}
+                () = tokio::time::sleep(self.cleanup.poll) => {}
+            }
+        }
+    }
+
+    /// One pass: make the messages of expired conversations due, forget
+    /// those too old to delete, and delete a batch of due ones. True when
+    /// a whole batch was claimed (there may be more).
+    pub async fn delete_due(&self) -> Result<bool, crate::store::StoreError> {
+        let queue = &self.cleanup.queue;
+        let now = self.cleanup.clock.now();
+        queue
+            .expire(now - self.cleanup.conversation_idle, now)
+            .await?;
+        let old = queue.forget_sent_before(now - DELETABLE_FOR).await?;
+        if old > 0 {
+            tracing::warn!(
+                count = old,
+                "messages that showed the last 4 digits are older than 48 hours: Telegram no longer lets the bot delete them"
+            );
+        }
+        let due = queue.claim(now, DELETE_LEASE, DELETE_BATCH).await?;
+        let full = due.len() == DELETE_BATCH as usize;
+        for item in due {
+            self.delete_one(item).await?;
+        }
+        Ok(full)
+    }
+
+    async fn delete_one(&self, item: DueDeletion) -> Result<(), crate::store::StoreError> {
+        let queue = &self.cleanup.queue;
+        let chat = item.chat.as_deref().and_then(|c| c.parse::<i64>().ok());
+        let (Some(chat), Ok(message_id)) = (chat, i32::try_from(item.message_id)) else {
+            tracing::error!(
+                "a message to delete has a chat id that cannot be opened (OUTBOX_KEY changed?); dropped"
+            );
+            return queue.forget(&item.id).await;
+        };
+        let (chat, message) = (ChatId(chat), MessageId(message_id));
+        let wait = match self.bot.delete_message(chat, message).await {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageToDeleteNotFound)) => {
+                return queue.forget(&item.id).await;
+            }
+            Err(RequestError::Api(e)) if is_unreachable(&e) => {
+                tracing::info!(
+                    "a message that showed the last 4 digits is in a chat the bot cannot reach; dropped"
+                );
+                return queue.forget(&item.id).await;
+            }
+            Err(RequestError::Api(e @ ApiError::MessageCantBeDeleted)) => {
+                tracing::warn!(error = %e, "could not delete a message that showed the last 4 digits; dropped");
+                return queue.forget(&item.id).await;
+            }
+            Err(RequestError::RetryAfter(after)) => {
+                chrono::Duration::from_std(after.duration()).unwrap_or(DELETE_LEASE)
+            }
+            Err(e) => {
+                if item.attempts >= MAX_DELETE_ATTEMPTS {
+                    tracing::error!(error = %e, attempts = item.attempts, "could not delete a message that showed the last 4 digits; giving up");
+                    return queue.forget(&item.id).await;
+                }
+                tracing::warn!(error = %e, attempt = item.attempts, "could not delete a message that showed the last 4 digits; will try again");
+                chrono::Duration::seconds(15 * 2_i64.pow(item.attempts.min(10)))
+            }
+        };
+        queue
+            .retry(&item.id, item.attempts, self.cleanup.clock.now() + wait)
+            .await
     }
 
     async fn hint(&self, message: &Message, id: &str) {

@@ -55,6 +55,13 @@ impl OutboxKey {
         crate::domain::SenderKey::derive_from(self.0.bytes())
     }
 
+    /// The sealing key itself, for other secrets kept under `OUTBOX_KEY`
+    /// (the Telegram chat ids of messages to delete), each sealed with
+    /// associated data of its own kind and row.
+    pub fn sealing_key(&self) -> &SealingKey {
+        &self.0
+    }
+
     /// A fresh random key (for `unlockbot keygen`, and for the console
     /// provider when none is configured).
     pub fn generate() -> Self {

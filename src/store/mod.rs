@@ -3,6 +3,7 @@
 //! an SQLite and a PostgreSQL implementation, so no feature of the bot exists
 //! on one backend only.
 
+pub mod deletions;
 pub mod postgres;
 pub mod sqlite;
 
