@@ -125,6 +125,18 @@ pub enum EnrolmentCommand {
         /// configured directory.
         file: std::path::PathBuf,
     },
+    /// Rotate ANSWERS_KEY: seal every stored sealed answer again under the
+    /// new key (ANSWERS_KEY) from the old one (ANSWERS_KEY_OLD, read from
+    /// the environment only, never from the command line, which `ps`
+    /// shows). One transaction per batch; an answer already under the new
+    /// key is left alone, so an interrupted run is simply run again. Exit
+    /// status 0 when every sealed answer is under the new key, 1 when some
+    /// open under neither key (left alone, listed), 2 on an error.
+    RotateKey {
+        /// Answers sealed again per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,6 +240,56 @@ async fn open_database(settings: &Settings, open: Open) -> anyhow::Result<Databa
         Open::Existing => Database::connect_existing(url, allow, hasher, senders).await,
     }
     .with_context(|| format!("cannot open the database {} (DATABASE_URL)", shown_url(url)))
+}
+
+/// `enrolment rotate-key`: from `ANSWERS_KEY_OLD` to `ANSWERS_KEY`.
+async fn rotate_answers_key(settings: &Settings, batch: u32) -> anyhow::Result<ExitCode> {
+    let Some(new) = settings.answers_key.as_ref() else {
+        anyhow::bail!(
+            "ANSWERS_KEY is not set: set it to the new key (`unlockbot keygen` prints one)"
+        );
+    };
+    let old_hex = SecretString::from(std::env::var("ANSWERS_KEY_OLD").unwrap_or_default());
+    let old_hex = old_hex.expose_secret().trim();
+    if old_hex.is_empty() {
+        anyhow::bail!(
+            "ANSWERS_KEY_OLD is not set: set it to the key the answers are sealed under now (in the environment, never on the command line)"
+        );
+    }
+    let old = crate::domain::AnswersKey::from_hex(old_hex)
+        .map_err(|e| anyhow::anyhow!("ANSWERS_KEY_OLD {e}"))?;
+    let new_hex = std::env::var("ANSWERS_KEY").unwrap_or_default();
+    if new_hex.trim().eq_ignore_ascii_case(old_hex) {
+        anyhow::bail!(
+            "ANSWERS_KEY_OLD is the same key as ANSWERS_KEY: set ANSWERS_KEY to the new key"
+        );
+    }
+    let database = open_database(settings, Open::Existing).await?;
+    let enrolments = crate::enrolment::SqlEnrolments::new(database.pool.clone());
+    let report = enrolments
+        .reseal_answers(&old, new, batch, &mut |so_far| {
+            eprintln!(
+                "... {} sealed again, {} already under the new key",
+                so_far.resealed, so_far.already
+            );
+        })
+        .await?;
+    println!(
+        "{} answers sealed again under the new ANSWERS_KEY; {} already under it (left alone); {} re-enrolled meanwhile (left alone)",
+        report.resealed, report.already, report.changed_meanwhile
+    );
+    if report.unreadable.is_empty() {
+        println!("every sealed answer is now under the new key: ANSWERS_KEY_OLD can be destroyed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "{} answers open under neither ANSWERS_KEY_OLD nor ANSWERS_KEY and were left alone (import them again to use them with ANSWER_MODE=characters):",
+        report.unreadable.len()
+    );
+    for (owner, position) in &report.unreadable {
+        eprintln!("  {owner}, question {position}");
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 /// A database URL as it may be printed: without its password.
@@ -340,6 +402,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
             return Ok(print_report(&report));
+        }
+        Command::Enrolment(EnrolmentCommand::RotateKey { batch }) => {
+            return rotate_answers_key(&settings, batch).await;
         }
         Command::Directory(DirectoryCommand::Check { email }) => {
             let email = parse_email(&email)?;

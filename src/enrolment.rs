@@ -9,7 +9,9 @@ use sqlx::Row;
 
 pub use crate::directory::NewQuestion;
 use crate::directory::{AccountId, SecurityQuestion};
-use crate::domain::{AnswerHash, AnswerNormalisation, Email, SealedAnswer};
+use crate::domain::{
+    AnswerHash, AnswerNormalisation, AnswerSlot, AnswersKey, Email, ResealError, SealedAnswer,
+};
 use crate::sql::SqlPool;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,8 @@ pub enum EnrolmentError {
         "a security answer was stored with normalisation {0}, which this version of unlockbot does not know (was the database written by a newer one?)"
     )]
     UnknownNormalisation(i64),
+    #[error("an answer could not be sealed under the new key")]
+    Seal,
 }
 
 /// A stored answer hash and the number of the normalisation it was made
@@ -58,6 +62,106 @@ impl SqlEnrolments {
     pub fn new(pool: SqlPool) -> Self {
         Self { pool }
     }
+
+    /// Seal every stored sealed answer again, from `old` to `new`
+    /// (`ANSWERS_KEY` rotation), `batch` answers per transaction. An answer
+    /// that already opens under `new` is left alone, so a run that stopped
+    /// half way is simply run again; one that opens under neither key is
+    /// left alone and counted. A row changed meanwhile (a re-enrolment) is
+    /// not overwritten. `progress` is told after each batch.
+    pub async fn reseal_answers(
+        &self,
+        old: &AnswersKey,
+        new: &AnswersKey,
+        batch: u32,
+        progress: &mut (dyn FnMut(&ResealReport) + Send),
+    ) -> Result<ResealReport, EnrolmentError> {
+        let mut report = ResealReport::default();
+        let mut after: (String, i32) = (String::new(), 0);
+        loop {
+            let done = crate::with_pool!(&self.pool, |pool, _ts| {
+                let mut tx = pool.begin().await?;
+                let rows = sqlx::query(
+                    "SELECT directory_id, position, answer_normalisation, answer_sealed FROM enrolments
+                      WHERE answer_sealed IS NOT NULL
+                        AND (directory_id > $1 OR (directory_id = $1 AND position > $2))
+                      ORDER BY directory_id, position LIMIT $3",
+                )
+                .bind(&after.0)
+                .bind(after.1)
+                .bind(i64::from(batch))
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in &rows {
+                    let owner: String = row.get("directory_id");
+                    let position: i32 = row.get("position");
+                    let stored: Vec<u8> = row.get("answer_sealed");
+                    let normalisation = i64::from(row.get::<i32, _>("answer_normalisation"));
+                    after = (owner.clone(), position);
+                    let (Some(normalisation), Ok(position_u32)) = (
+                        AnswerNormalisation::from_stored(normalisation),
+                        u32::try_from(position),
+                    ) else {
+                        report.unreadable.push((owner, position));
+                        continue;
+                    };
+                    let slot = AnswerSlot {
+                        owner: &owner,
+                        position: position_u32,
+                        normalisation,
+                    };
+                    let sealed = SealedAnswer::from_stored(stored);
+                    if new.opens(&sealed, slot) {
+                        report.already += 1;
+                        continue;
+                    }
+                    match old.reseal(new, &sealed, slot) {
+                        Ok(resealed) => {
+                            let changed = sqlx::query(
+                                "UPDATE enrolments SET answer_sealed = $1
+                                  WHERE directory_id = $2 AND position = $3 AND answer_sealed = $4",
+                            )
+                            .bind(resealed.as_bytes())
+                            .bind(&owner)
+                            .bind(position)
+                            .bind(sealed.as_bytes())
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                            if changed == 1 {
+                                report.resealed += 1;
+                            } else {
+                                report.changed_meanwhile += 1;
+                            }
+                        }
+                        Err(ResealError::Open(_)) => report.unreadable.push((owner, position)),
+                        Err(ResealError::Seal(_)) => {
+                            return Err(EnrolmentError::Seal);
+                        }
+                    }
+                }
+                tx.commit().await?;
+                rows.len() < batch as usize
+            });
+            progress(&report);
+            if done {
+                return Ok(report);
+            }
+        }
+    }
+}
+
+/// What [`SqlEnrolments::reseal_answers`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResealReport {
+    /// Sealed again under the new key.
+    pub resealed: u64,
+    /// Already under the new key (an earlier run): left alone.
+    pub already: u64,
+    /// Re-enrolled while the run went on (already sealed afresh): left alone.
+    pub changed_meanwhile: u64,
+    /// Opened under neither key: left alone. (directory id, position).
+    pub unreadable: Vec<(String, i32)>,
 }
 
 const SELECT_BY_ID: &str = "SELECT directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 ORDER BY position";

@@ -118,6 +118,28 @@ impl AnswersKey {
             .map(SealedAnswer)
     }
 
+    /// Whether `sealed` was sealed under this key for `slot`.
+    pub fn opens(&self, sealed: &SealedAnswer, slot: AnswerSlot<'_>) -> bool {
+        self.0.open(&sealed.0, &slot.associated_data()).is_ok()
+    }
+
+    /// Seal again under `new` an answer sealed under this key for `slot`
+    /// (rotating `ANSWERS_KEY`): the same padded answer, the same slot, a
+    /// fresh nonce. The answer is never outside zeroised memory.
+    pub fn reseal(
+        &self,
+        new: &AnswersKey,
+        sealed: &SealedAnswer,
+        slot: AnswerSlot<'_>,
+    ) -> Result<SealedAnswer, ResealError> {
+        let aad = slot.associated_data();
+        let plain = self.0.open(&sealed.0, &aad).map_err(ResealError::Open)?;
+        new.0
+            .seal(&plain, &aad)
+            .map(SealedAnswer)
+            .map_err(ResealError::Seal)
+    }
+
     /// Open a sealed answer of `slot` into its characters.
     pub fn open(
         &self,
@@ -133,6 +155,16 @@ impl AnswersKey {
             answer.chars().filter(|c| !c.is_whitespace()).collect(),
         )))
     }
+}
+
+/// Why an answer could not be sealed again under a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResealError {
+    /// It does not open under the old key.
+    #[error(transparent)]
+    Open(OpenError),
+    #[error(transparent)]
+    Seal(SealError),
 }
 
 /// The characters of an enrolled answer, normalised, spaces not counted.
@@ -404,5 +436,32 @@ mod tests {
         let opened = key.open(&sealed, slot("a@nhs.net")).unwrap();
         assert_eq!(format!("{opened:?}"), "AnswerCharacters(***)");
         assert!(AnswersKey::from_hex("abc").is_err());
+    }
+
+    #[test]
+    fn resealing_moves_an_answer_to_the_new_key_only() {
+        let (old, new) = (AnswersKey::generate(), AnswersKey::generate());
+        let sealed = old
+            .seal(&Answer::new("Biscuit"), slot("a@nhs.net"))
+            .unwrap();
+        let resealed = old.reseal(&new, &sealed, slot("a@nhs.net")).unwrap();
+        assert!(new.opens(&resealed, slot("a@nhs.net")));
+        assert!(!old.opens(&resealed, slot("a@nhs.net")));
+        assert!(!new.opens(&resealed, slot("b@nhs.net")), "still bound");
+        let chars = new.open(&resealed, slot("a@nhs.net")).unwrap();
+        assert_eq!(chars.len(), 7);
+        assert_eq!(
+            resealed.as_bytes().len(),
+            sealed.as_bytes().len(),
+            "same padding"
+        );
+        assert!(matches!(
+            new.reseal(&old, &sealed, slot("a@nhs.net")),
+            Err(ResealError::Open(_))
+        ));
+        assert!(matches!(
+            old.reseal(&new, &sealed, slot("b@nhs.net")),
+            Err(ResealError::Open(_))
+        ));
     }
 }

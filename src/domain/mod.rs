@@ -26,7 +26,8 @@ pub mod sender_key;
 pub mod text;
 
 pub use characters::{
-    AnswerCharacters, AnswerSlot, AnswersKey, Characters, CharactersError, SealedAnswer,
+    AnswerCharacters, AnswerSlot, AnswersKey, Characters, CharactersError, ResealError,
+    SealedAnswer,
 };
 pub use conversation_key::{Channel, ConversationKey, KeyError};
 pub use email::{Email, EmailError};

@@ -728,3 +728,131 @@ async fn the_sample_accounts_csv_is_fictional_and_imports_cleanly() {
     let options = app.verify("alex.morgan@nhsmail.example", "0001").await;
     assert!(options.contains("Reply 1"), "{options}");
 }
+
+/// The sealed answers as stored, in a fixed order.
+async fn sealed_answers(app: &TestApp) -> Vec<Vec<u8>> {
+    const SQL: &str = "SELECT answer_sealed FROM enrolments WHERE answer_sealed IS NOT NULL ORDER BY directory_id, position";
+    match &app.db {
+        TestDb::Sqlite(_) => {
+            let pool = sqlx::SqlitePool::connect(&app.db.url()).await.unwrap();
+            let rows = sqlx::query_scalar(SQL).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows
+        }
+        TestDb::Postgres { .. } => {
+            let pool = sqlx::PgPool::connect(&app.db.url()).await.unwrap();
+            let rows = sqlx::query_scalar(SQL).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows
+        }
+    }
+}
+
+const NEW_ANSWERS_KEY: &str = "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf";
+
+/// `enrolment rotate-key` seals every answer again under the new key, in
+/// batches; a second run finds them all under the new key and changes
+/// nothing; the service, given only the new key, then asks for characters
+/// and unlocks.
+#[tokio::test]
+async fn rotate_key_reseals_every_answer_and_a_second_run_changes_nothing() {
+    use crate::characters::{ANSWERS_KEY, characters_mode, reply_to, row_with_long_answers};
+    let mut app = spawn_app_with(characters_mode()).await;
+    app.import(&[
+        row_with_long_answers(EMAIL, MOBILE),
+        row_with_long_answers("john.jones@nhs.net", "07811 654321"),
+    ])
+    .await;
+    let before = sealed_answers(&app).await;
+    assert_eq!(before.len(), 6);
+    app.set_env("ANSWERS_KEY", NEW_ANSWERS_KEY);
+    app.set_env("ANSWERS_KEY_OLD", ANSWERS_KEY);
+    let (status, out, err) = app.cli(&["enrolment", "rotate-key", "--batch", "4"], None);
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("6 answers sealed again"), "{out}");
+    assert!(out.contains("ANSWERS_KEY_OLD can be destroyed"), "{out}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("...")).count(),
+        2,
+        "one progress line per batch of 4: {err}"
+    );
+    let after = sealed_answers(&app).await;
+    assert_eq!(after.len(), 6);
+    for (old, new) in before.iter().zip(&after) {
+        assert_ne!(old, new, "every answer sealed again");
+        assert_eq!(old.len(), new.len(), "same padding");
+    }
+
+    let (status, out, err) = app.cli(&["enrolment", "rotate-key"], None);
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("0 answers sealed again"), "{out}");
+    assert!(out.contains("6 already under it"), "{out}");
+    assert_eq!(
+        sealed_answers(&app).await,
+        after,
+        "a second run changes nothing"
+    );
+
+    // The service with the new key only reads them.
+    app.restart().await;
+    app.text("UNLOCK").await;
+    app.text(EMAIL).await;
+    let q1 = app.text("3456").await;
+    assert!(q1.contains("Enter characters"), "{q1}");
+    let q2 = app.text(&reply_to(&q1, 0)).await;
+    let options = app.text(&reply_to(&q2, 1)).await;
+    assert!(options.contains("Reply 1"), "verified: {options}");
+    assert!(app.text("1").await.contains("Your account is unlocked"));
+}
+
+/// Without the old key, with a malformed one or with the new key twice it
+/// refuses (exit 2) and changes nothing; an answer sealed under neither key
+/// is left alone and listed (exit 1) while the others are sealed again.
+#[tokio::test]
+async fn rotate_key_refuses_bad_keys_and_lists_answers_under_neither() {
+    use crate::characters::{ANSWERS_KEY, characters_mode, row_with_long_answers};
+    let mut app = spawn_app_with(characters_mode()).await;
+    app.import(&[row_with_long_answers(EMAIL, MOBILE)]).await;
+    let before = sealed_answers(&app).await;
+    app.set_env("ANSWERS_KEY", NEW_ANSWERS_KEY);
+    let (status, _, err) = app.cli(&["enrolment", "rotate-key"], None);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("ANSWERS_KEY_OLD is not set"), "{err}");
+    app.set_env("ANSWERS_KEY_OLD", "abcd");
+    let (status, _, err) = app.cli(&["enrolment", "rotate-key"], None);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ANSWERS_KEY_OLD must be 64 hexadecimal characters"),
+        "{err}"
+    );
+    assert!(!err.contains("abcd"), "the key is not echoed: {err}");
+    app.set_env("ANSWERS_KEY_OLD", &NEW_ANSWERS_KEY.to_uppercase());
+    let (status, _, err) = app.cli(&["enrolment", "rotate-key"], None);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("the same key"), "{err}");
+    assert_eq!(sealed_answers(&app).await, before, "nothing changed");
+
+    // Another account's answers sealed under a third key.
+    let third = "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+    app.set_env("ANSWERS_KEY", third);
+    app.import(&[row_with_long_answers("john.jones@nhs.net", "07811 654321")])
+        .await;
+    let with_third = sealed_answers(&app).await;
+    app.set_env("ANSWERS_KEY", NEW_ANSWERS_KEY);
+    app.set_env("ANSWERS_KEY_OLD", ANSWERS_KEY);
+    let (status, out, err) = app.cli(&["enrolment", "rotate-key"], None);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("3 answers sealed again"), "{out}");
+    assert!(err.contains("3 answers open under neither"), "{err}");
+    assert_eq!(err.matches(", question ").count(), 3, "{err}");
+    let after = sealed_answers(&app).await;
+    let untouched = with_third.iter().filter(|a| after.contains(a)).count();
+    assert_eq!(untouched, 3, "the third key's answers are left alone");
+
+    let (status, out, _) = app.cli(&["enrolment", "rotate-key", "--help"], None);
+    assert!(status.success());
+    assert!(
+        out.contains("ANSWERS_KEY_OLD") && out.contains("--batch"),
+        "{out}"
+    );
+}
