@@ -8,6 +8,7 @@
 //! cannot use self-service until questions are enrolled).
 
 use std::io::Read;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -15,7 +16,7 @@ use crate::directory::{AccountDirectory, AccountId, Directory, NewAccount};
 use crate::domain::{
     Answer, AnswerSlot, AnswersKey, Email, PhoneError, RegisteredMobile, parse_registered_mobile,
 };
-use crate::enrolment::{Enrolments, NewQuestion};
+use crate::enrolment::{Enrolment, Enrolments, NewQuestion};
 use crate::hashing::Hasher;
 
 /// The header `accounts import` expects, as `accounts import --help` shows it.
@@ -430,7 +431,6 @@ impl LineIndex {
 /// cannot be read (or the database fails); bad rows are in the report.
 pub async fn import_csv(
     directory: &dyn AccountDirectory,
-    enrolments: &dyn Enrolments,
     answers: AnswerStorage<'_>,
     input: impl Read,
     allow_crown_dependencies: bool,
@@ -442,7 +442,6 @@ pub async fn import_csv(
     };
     import_csv_resuming(
         directory,
-        enrolments,
         answers,
         input,
         allow_crown_dependencies,
@@ -458,83 +457,182 @@ pub struct ImportRows<'a> {
     /// same file: passed over without hashing or writing them.
     pub skip: u64,
     /// Called with the number of data rows finished (imported or rejected,
-    /// in file order, and every one before it too) after each row is
-    /// stored: a checkpoint and a progress bar.
+    /// in file order, and every one before it too) each time a batch has
+    /// committed: a checkpoint and a progress bar.
     pub done: &'a mut (dyn FnMut(u64) + Send),
 }
 
+/// Rows stored in one transaction at most ...
+pub const BATCH_ROWS: usize = 250;
+/// ... and the longest the first row of a batch waits for the others
+/// (so that a checkpoint is never far behind, however slow the rows come).
+pub const BATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// What the shared import pipeline gives each importer back, once a row's
+/// batch has committed.
+trait Stored {
+    /// Note what the report says of a stored row (beyond "imported").
+    fn note(&self, _line: u64, _report: &mut ImportReport) {}
+}
+
+/// The importers' shared machinery. Rows after the first `rows.skip` are
+/// prepared (parsed, looked up, answers hashed) `in_flight` at a time, so
+/// that every hashing worker is busy; prepared rows are handed on in file
+/// order and stored by `write` in batches of up to [`BATCH_ROWS`] rows or
+/// [`BATCH_WAIT`], one transaction per batch, while the next rows hash.
+/// `rows.done` hears of a batch only after it has committed, so "rows
+/// finished" is always a prefix of the file that is in the database.
+async fn run_import<T, P, PF, W, WF>(
+    data: Vec<CsvRow>,
+    in_flight: usize,
+    mut prepare: P,
+    mut write: W,
+    rows: ImportRows<'_>,
+) -> anyhow::Result<ImportReport>
+where
+    T: Stored,
+    P: FnMut(CsvRow) -> PF,
+    PF: Future<Output = anyhow::Result<(u64, Result<T, String>)>>,
+    W: FnMut(Vec<T>) -> WF,
+    WF: Future<Output = anyhow::Result<()>>,
+{
+    use futures::stream::{FuturesOrdered, StreamExt};
+
+    let skip = usize::try_from(rows.skip).unwrap_or(usize::MAX);
+    let mut finished = rows.skip.min(data.len() as u64);
+    let done = rows.done;
+    let (send, mut received) = tokio::sync::mpsc::channel(BATCH_ROWS * 2);
+
+    let hashing = async move {
+        let mut data = data.into_iter().skip(skip);
+        let mut pending = FuturesOrdered::new();
+        loop {
+            // Keep every hashing worker busy.
+            while pending.len() < in_flight {
+                let Some(row) = data.next() else {
+                    break;
+                };
+                pending.push_back(prepare(row));
+            }
+            let Some(prepared) = pending.next().await else {
+                break;
+            };
+            let failed = prepared.is_err();
+            if send.send(prepared).await.is_err() || failed {
+                // The writer stopped (a database error): so do we.
+                break;
+            }
+        }
+    };
+
+    let storing = async move {
+        let mut report = ImportReport::default();
+        let mut batch: Vec<(u64, Result<T, String>)> = Vec::new();
+        let mut deadline = None;
+        loop {
+            let next = match deadline {
+                None => Some(received.recv().await),
+                Some(at) => tokio::time::timeout_at(at, received.recv()).await.ok(),
+            };
+            let end = matches!(next, Some(None));
+            if let Some(Some(row)) = next {
+                // A row that cannot be prepared for a reason other than
+                // its content (the directory or the hashing is down) ends
+                // the import; what is committed stays, and a rerun resumes.
+                let row = row?;
+                if batch.is_empty() {
+                    deadline = Some(tokio::time::Instant::now() + BATCH_WAIT);
+                }
+                batch.push(row);
+                if batch.len() < BATCH_ROWS {
+                    continue;
+                }
+            }
+            if !batch.is_empty() {
+                let mut stored = Vec::with_capacity(batch.len());
+                for (line, outcome) in batch.drain(..) {
+                    match outcome {
+                        Ok(row) => {
+                            row.note(line, &mut report);
+                            report.imported += 1;
+                            stored.push(row);
+                        }
+                        Err(reason) => report.rejected.push(Rejected { line, reason }),
+                    }
+                    finished += 1;
+                }
+                if !stored.is_empty() {
+                    write(stored).await?;
+                }
+                done(finished);
+            }
+            deadline = None;
+            if end {
+                return Ok(report);
+            }
+        }
+    };
+
+    let ((), report) = futures::join!(hashing, storing);
+    report
+}
+
+impl Stored for NewAccount {
+    fn note(&self, line: u64, report: &mut ImportReport) {
+        if let Some(RegisteredMobile::NonUk { .. }) = self.mobile {
+            report.disabled.push((line, self.email.as_str().to_owned()));
+        }
+        if self.questions.is_empty() {
+            report
+                .without_questions
+                .push((line, self.email.as_str().to_owned()));
+        }
+    }
+}
+
+impl Stored for Enrolment {}
+
 /// [`import_csv`], starting after `rows.skip` data rows and reporting
-/// progress. The answers of up to `2 × HASH_WORKERS` rows are hashed at
-/// once (every worker busy), and rows are stored in file order as their
-/// hashes arrive, so "rows finished" is always a prefix of the file.
+/// progress (see [`run_import`]): the answers of up to
+/// `2 × HASH_WORKERS` rows hash at once, and the accounts are stored with
+/// their questions in batches, one transaction each.
 pub async fn import_csv_resuming(
     directory: &dyn AccountDirectory,
-    enrolments: &dyn Enrolments,
     answers: AnswerStorage<'_>,
     input: impl Read,
     allow_crown_dependencies: bool,
     now: DateTime<Utc>,
     rows: ImportRows<'_>,
 ) -> anyhow::Result<ImportReport> {
-    use futures::stream::{FuturesOrdered, StreamExt};
-
     let (columns, mut data) = read_csv(input, &COLUMNS)?;
     reject_repeated_emails(&mut data, columns[0]);
-    let mut index = [0usize; 12];
-    index.copy_from_slice(&columns);
-    let in_flight = answers.hasher.settings().workers * 2;
-    let mut report = ImportReport::default();
-    let mut pending = FuturesOrdered::new();
-    let skip = usize::try_from(rows.skip).unwrap_or(usize::MAX);
-    let mut finished = rows.skip.min(data.len() as u64);
-    let mut data = data.into_iter().skip(skip);
-    let mut exhausted = false;
-    loop {
-        // Keep every hashing worker busy.
-        while !exhausted && pending.len() < in_flight {
-            let Some(CsvRow { line, fields }) = data.next() else {
-                exhausted = true;
-                break;
-            };
+    let index = &columns;
+    run_import(
+        data,
+        answers.hasher.settings().workers * 2,
+        |CsvRow { line, fields }| {
             let parsed = fields.and_then(|record| {
                 let row = Row {
                     fields: &record,
-                    index: &index,
+                    index,
                 };
                 parse_row(&row, allow_crown_dependencies)
             });
-            pending.push_back(async move {
+            async move {
                 let account = match parsed {
                     Ok(parsed) => hash_answers(answers, parsed).await,
                     Err(reason) => Err(reason),
                 };
-                (line, account)
-            });
-        }
-        let Some((line, outcome)) = pending.next().await else {
-            break;
-        };
-        match outcome {
-            Ok(account) => {
-                save(directory, enrolments, &account, now).await?;
-                if let Some(RegisteredMobile::NonUk { .. }) = account.mobile {
-                    report
-                        .disabled
-                        .push((line, account.email.as_str().to_owned()));
-                }
-                if account.questions.is_empty() {
-                    report
-                        .without_questions
-                        .push((line, account.email.as_str().to_owned()));
-                }
-                report.imported += 1;
+                Ok((line, account))
             }
-            Err(reason) => report.rejected.push(Rejected { line, reason }),
-        }
-        finished += 1;
-        (rows.done)(finished);
-    }
-    Ok(report)
+        },
+        |accounts: Vec<NewAccount>| async move {
+            directory.import(&accounts, now).await?;
+            Ok(())
+        },
+        rows,
+    )
+    .await
 }
 
 /// The columns of `unlockbot enrolment import`.
@@ -559,58 +657,76 @@ pub async fn import_enrolments_csv(
     input: impl Read,
     now: DateTime<Utc>,
 ) -> anyhow::Result<ImportReport> {
-    let (index, mut rows) = read_csv(input, &ENROLMENT_COLUMNS)?;
-    reject_repeated_emails(&mut rows, index[0]);
-    let mut report = ImportReport::default();
-    for CsvRow { line, fields } in rows {
-        let record = match fields {
-            Ok(record) => record,
-            Err(reason) => {
-                report.rejected.push(Rejected { line, reason });
-                continue;
-            }
-        };
-        let row = Row {
-            fields: &record,
-            index: &index,
-        };
-        let email = match Email::parse(row.get(0)) {
-            Ok(email) => email,
-            Err(e) => {
-                report.rejected.push(Rejected {
-                    line,
-                    reason: format!("invalid email '{}': {e}", row.get(0)),
-                });
-                continue;
-            }
-        };
-        let answers = match parse_answers(&row, 1) {
-            Ok(answers) if answers.is_empty() => Err("no question and answer".to_owned()),
-            other => other,
-        };
-        let answers = match answers {
-            Ok(answers) => answers,
-            Err(reason) => {
-                report.rejected.push(Rejected { line, reason });
-                continue;
-            }
-        };
-        let Some(account) = directory.find(&email).await? else {
-            report.rejected.push(Rejected {
-                line,
-                reason: format!("{email} is not an account in the directory"),
+    let rows = ImportRows {
+        skip: 0,
+        done: &mut |_| {},
+    };
+    import_enrolments_csv_resuming(directory, enrolments, storage, input, now, rows).await
+}
+
+/// [`import_enrolments_csv`], starting after `rows.skip` data rows and
+/// reporting progress, as [`import_csv_resuming`] does: rows are looked up
+/// in the directory and their answers hashed `2 × HASH_WORKERS` at once,
+/// and enrolled in batches, one transaction each.
+pub async fn import_enrolments_csv_resuming(
+    directory: &dyn Directory,
+    enrolments: &dyn Enrolments,
+    storage: AnswerStorage<'_>,
+    input: impl Read,
+    now: DateTime<Utc>,
+    rows: ImportRows<'_>,
+) -> anyhow::Result<ImportReport> {
+    let (index, mut data) = read_csv(input, &ENROLMENT_COLUMNS)?;
+    reject_repeated_emails(&mut data, index[0]);
+    let index = &index;
+    run_import(
+        data,
+        storage.hasher.settings().workers * 2,
+        |CsvRow { line, fields }| {
+            let parsed = fields.and_then(|record| {
+                let row = Row {
+                    fields: &record,
+                    index,
+                };
+                let email = Email::parse(row.get(0))
+                    .map_err(|e| format!("invalid email '{}': {e}", row.get(0)))?;
+                match parse_answers(&row, 1)? {
+                    answers if answers.is_empty() => Err("no question and answer".to_owned()),
+                    answers => Ok((email, answers)),
+                }
             });
-            continue;
-        };
-        let questions = hash_questions(storage, &account.account.id, answers)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-        enrolments
-            .enrol(&account.account.id, &email, &questions, now)
-            .await?;
-        report.imported += 1;
-    }
-    Ok(report)
+            async move {
+                let (email, answers) = match parsed {
+                    Ok(parsed) => parsed,
+                    Err(reason) => return Ok((line, Err(reason))),
+                };
+                let Some(account) = directory.find(&email).await? else {
+                    return Ok((
+                        line,
+                        Err(format!("{email} is not an account in the directory")),
+                    ));
+                };
+                let id = account.account.id;
+                let questions = hash_questions(storage, &id, answers)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                Ok((
+                    line,
+                    Ok(Enrolment {
+                        id,
+                        email,
+                        questions,
+                    }),
+                ))
+            }
+        },
+        |batch: Vec<Enrolment>| async move {
+            enrolments.enrol_all(&batch, now).await?;
+            Ok(())
+        },
+        rows,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::directory::AccountDirectory;
 use crate::directory::Directory;
 use crate::directory::ldap::LdapDirectory;
 use crate::domain::Email;
+use crate::import_progress::ImportProgress;
 use crate::settings::{DirectoryChoice, Settings};
 use crate::sms::console::ConsoleSender;
 use crate::sms::outbox::OutboxKey;
@@ -390,7 +391,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let database = open_database(&settings, Open::Creating).await?;
             let directory = database.directory(&settings).await?;
             let input = open_input(&file)?;
-            let report = accounts::import_enrolments_csv(
+            let mut progress = ImportProgress::start(&file, "enrolment import")?;
+            let report = accounts::import_enrolments_csv_resuming(
                 directory.as_ref(),
                 database.enrolments.as_ref(),
                 accounts::AnswerStorage {
@@ -399,8 +401,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 input,
                 clock.now(),
+                accounts::ImportRows {
+                    skip: progress.resume_after(),
+                    done: &mut |rows| progress.rows_done(rows),
+                },
             )
             .await?;
+            progress.finish();
             return Ok(print_report(&report));
         }
         Command::Enrolment(EnrolmentCommand::RotateKey { batch }) => {
@@ -492,16 +499,9 @@ async fn accounts_command(
     match command {
         AccountsCommand::Import { file } => {
             let input = open_input(&file)?;
-            let mut progress = crate::import_progress::ImportProgress::start(&file)?;
-            let skip = progress.resume_after();
-            if skip > 0 {
-                eprintln!(
-                    "resuming: the first {skip} rows were imported by an interrupted run of this file"
-                );
-            }
+            let mut progress = ImportProgress::start(&file, "accounts import")?;
             let report = accounts::import_csv_resuming(
                 directory,
-                database.enrolments.as_ref(),
                 accounts::AnswerStorage {
                     hasher: &database.hasher,
                     key: settings.answers_key.as_ref(),
@@ -510,7 +510,7 @@ async fn accounts_command(
                 settings.allow_crown_dependencies,
                 clock.now(),
                 accounts::ImportRows {
-                    skip,
+                    skip: progress.resume_after(),
                     done: &mut |rows| progress.rows_done(rows),
                 },
             )

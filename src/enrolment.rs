@@ -52,6 +52,22 @@ pub trait Enrolments: Send + Sync {
         questions: &[NewQuestion],
         now: DateTime<Utc>,
     ) -> Result<(), EnrolmentError>;
+    /// Replace the questions of many accounts, in one transaction: all of
+    /// them or none (the importers' batches).
+    async fn enrol_all(
+        &self,
+        enrolments: &[Enrolment],
+        now: DateTime<Utc>,
+    ) -> Result<(), EnrolmentError>;
+}
+
+/// One account's questions, for [`Enrolments::enrol_all`].
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    pub id: AccountId,
+    pub email: Email,
+    /// In order: enrolled at positions 1, 2, 3.
+    pub questions: Vec<NewQuestion>,
 }
 
 pub struct SqlEnrolments {
@@ -164,11 +180,46 @@ pub struct ResealReport {
     pub unreadable: Vec<(String, i32)>,
 }
 
+/// Replace one account's questions inside a transaction the caller holds
+/// (`$tx`, on either backend; `$ts` as [`crate::with_pool!`] gives it):
+/// the one place the enrolments are written, for [`Enrolments::enrol`],
+/// [`Enrolments::enrol_all`] and the built-in directory's batched import
+/// (accounts and their questions in one transaction). Evaluates to
+/// `Result<(), sqlx::Error>`.
+#[macro_export]
+macro_rules! write_enrolment {
+    ($tx:expr, $ts:expr, $id:expr, $email:expr, $questions:expr, $now:expr) => {
+        async {
+            sqlx::query($crate::enrolment::DELETE)
+                .bind($id)
+                .bind($email)
+                .execute(&mut *$tx)
+                .await?;
+            for (position, q) in (1_i32..).zip($questions) {
+                sqlx::query($crate::enrolment::INSERT)
+                    .bind($id)
+                    .bind($email)
+                    .bind(position)
+                    .bind(&q.question)
+                    .bind(&q.answer_hash.phc)
+                    .bind(q.answer_hash.normalisation.as_stored())
+                    .bind(q.answer_sealed.as_ref().map(|s| s.as_bytes().to_vec()))
+                    .bind($ts($now))
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+    };
+}
+
 const SELECT_BY_ID: &str = "SELECT directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 ORDER BY position";
 const SELECT_BY_EMAIL: &str = "SELECT directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 AND email = $1 ORDER BY position";
-const DELETE: &str =
+#[doc(hidden)]
+pub const DELETE: &str =
     "DELETE FROM enrolments WHERE directory_id = $1 OR (directory_id = $2 AND email = $2)";
-const INSERT: &str = "INSERT INTO enrolments (directory_id, email, position, question, answer_hash, answer_normalisation, answer_sealed, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+#[doc(hidden)]
+pub const INSERT: &str = "INSERT INTO enrolments (directory_id, email, position, question, answer_hash, answer_normalisation, answer_sealed, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 #[async_trait]
 impl Enrolments for SqlEnrolments {
@@ -216,22 +267,24 @@ impl Enrolments for SqlEnrolments {
     ) -> Result<(), EnrolmentError> {
         crate::with_pool!(&self.pool, |pool, ts| {
             let mut tx = pool.begin().await?;
-            sqlx::query(DELETE)
-                .bind(id.as_str())
-                .bind(email.as_str())
-                .execute(&mut *tx)
-                .await?;
-            for (position, q) in (1_i32..).zip(questions) {
-                sqlx::query(INSERT)
-                    .bind(id.as_str())
-                    .bind(email.as_str())
-                    .bind(position)
-                    .bind(&q.question)
-                    .bind(&q.answer_hash.phc)
-                    .bind(q.answer_hash.normalisation.as_stored())
-                    .bind(q.answer_sealed.as_ref().map(|s| s.as_bytes().to_vec()))
-                    .bind(ts(now))
-                    .execute(&mut *tx)
+            crate::write_enrolment!(tx, ts, id.as_str(), email.as_str(), questions, now).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    async fn enrol_all(
+        &self,
+        enrolments: &[Enrolment],
+        now: DateTime<Utc>,
+    ) -> Result<(), EnrolmentError> {
+        if enrolments.is_empty() {
+            return Ok(());
+        }
+        crate::with_pool!(&self.pool, |pool, ts| {
+            let mut tx = pool.begin().await?;
+            for e in enrolments {
+                crate::write_enrolment!(tx, ts, e.id.as_str(), e.email.as_str(), &e.questions, now)
                     .await?;
             }
             tx.commit().await?;

@@ -1,7 +1,8 @@
-//! `accounts import`'s progress: a bar with rate and time remaining on a
-//! terminal (plain lines otherwise), and a checkpoint file beside the CSV
-//! (`FILE.progress`) so that an interrupted import, run again on the same
-//! unchanged file, starts after the rows already stored.
+//! The importers' progress (`accounts import`, `enrolment import`): a bar
+//! with rate and time remaining on a terminal (plain lines otherwise), and
+//! a checkpoint file beside the CSV (`FILE.progress`) so that an
+//! interrupted import, run again by the same command on the same unchanged
+//! file, starts after the rows already stored.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -9,26 +10,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-/// Rows, and time, between checkpoint writes (a rerun redoes at most what
-/// came after the last one: an import of a row is an idempotent upsert).
-const CHECKPOINT_EVERY: u64 = 500;
-const CHECKPOINT_AFTER: Duration = Duration::from_secs(5);
-
 pub struct ImportProgress {
     checkpoint: PathBuf,
-    /// `size=… mtime=…` of the file: a checkpoint counts only for the same file.
+    /// `COMMAND size=… mtime=…` of the file: a checkpoint counts only for
+    /// the same command on the same file.
     identity: String,
     resume_after: u64,
     total: u64,
     started: Instant,
     last_drawn: Option<Instant>,
-    last_saved: u64,
-    saved_at: Instant,
     done: u64,
     terminal: bool,
 }
 
-fn identity(file: &Path) -> anyhow::Result<String> {
+fn identity(file: &Path, command: &str) -> anyhow::Result<String> {
     let meta =
         std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mtime = meta
@@ -37,7 +32,7 @@ fn identity(file: &Path) -> anyhow::Result<String> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    Ok(format!("size={} mtime={mtime}", meta.len()))
+    Ok(format!("{command} size={} mtime={mtime}", meta.len()))
 }
 
 fn count_rows(file: &Path) -> u64 {
@@ -63,12 +58,13 @@ fn duration(d: Duration) -> String {
 }
 
 impl ImportProgress {
-    /// Count the rows and read any checkpoint of an earlier run.
-    pub fn start(file: &Path) -> anyhow::Result<Self> {
+    /// Count the rows and read any checkpoint of an earlier run of
+    /// `command` on `file` (saying so on standard error when there is one).
+    pub fn start(file: &Path, command: &str) -> anyhow::Result<Self> {
         let mut checkpoint = file.as_os_str().to_owned();
         checkpoint.push(".progress");
         let checkpoint = PathBuf::from(checkpoint);
-        let identity = identity(file)?;
+        let identity = identity(file, command)?;
         let resume_after = std::fs::read_to_string(&checkpoint)
             .ok()
             .and_then(|text| {
@@ -76,6 +72,11 @@ impl ImportProgress {
                 (id == identity).then(|| rows.parse().ok()).flatten()
             })
             .unwrap_or(0);
+        if resume_after > 0 {
+            eprintln!(
+                "resuming: the first {resume_after} rows were imported by an interrupted run of this file; they are not hashed or stored again"
+            );
+        }
         Ok(Self {
             checkpoint,
             identity,
@@ -83,8 +84,6 @@ impl ImportProgress {
             total: count_rows(file),
             started: Instant::now(),
             last_drawn: None,
-            last_saved: resume_after,
-            saved_at: Instant::now(),
             done: resume_after,
             terminal: std::io::stderr().is_terminal(),
         })
@@ -95,13 +94,12 @@ impl ImportProgress {
         self.resume_after
     }
 
-    /// `rows` data rows (from the top of the file) are stored.
+    /// `rows` data rows (from the top of the file) are stored and
+    /// committed (called once per batch, at most a second apart while rows
+    /// are coming): the checkpoint is written.
     pub fn rows_done(&mut self, rows: u64) {
         self.done = rows;
-        if rows >= self.last_saved + CHECKPOINT_EVERY || self.saved_at.elapsed() >= CHECKPOINT_AFTER
-        {
-            self.save(rows);
-        }
+        self.save(rows);
         let every = if self.terminal {
             Duration::from_millis(250)
         } else {
@@ -121,8 +119,6 @@ impl ImportProgress {
         if let Err(e) = written {
             tracing::warn!(error = %e, "cannot write the import checkpoint");
         }
-        self.last_saved = rows;
-        self.saved_at = Instant::now();
     }
 
     fn draw(&self) {
@@ -174,8 +170,9 @@ impl ImportProgress {
         let secs = self.started.elapsed().as_secs_f64();
         let rows = self.done.saturating_sub(self.resume_after);
         eprintln!(
-            "import: {rows} rows in {secs:.1} s ({:.1} rows/s)",
-            rows as f64 / secs.max(0.001)
+            "import: {rows} rows in {secs:.1} s ({:.1} rows/s); {} rows skipped, finished by an earlier run",
+            rows as f64 / secs.max(0.001),
+            self.resume_after
         );
         let _ = std::fs::remove_file(&self.checkpoint);
     }

@@ -74,6 +74,31 @@ const UPSERT: &str = "INSERT INTO accounts (email, mobile, organisation, same_si
        same_sign_on = excluded.same_sign_on, synced_at = excluded.synced_at, locked = excluded.locked,
        disabled = excluded.disabled, disabled_reason = excluded.disabled_reason, updated_at = excluded.updated_at";
 
+/// Insert or update one account (by email) on `$conn` (a connection or a
+/// transaction of either backend): for [`AccountDirectory::upsert`] and
+/// [`AccountDirectory::import`].
+macro_rules! write_account {
+    ($conn:expr, $ts:expr, $a:expr, $now:expr) => {
+        async {
+            let a: &NewAccount = $a;
+            let disabled_reason = a.disabled_reason();
+            sqlx::query(UPSERT)
+                .bind(a.email.as_str())
+                .bind(a.mobile.as_ref().map(|m| m.e164().to_owned()))
+                .bind(&a.organisation)
+                .bind(a.same_sign_on)
+                .bind(a.synced_at.map($ts))
+                .bind(a.locked)
+                .bind(disabled_reason.is_some())
+                .bind(disabled_reason)
+                .bind($ts($now))
+                .execute(&mut *$conn)
+                .await?;
+            Ok::<(), sqlx::Error>(())
+        }
+    };
+}
+
 const VIEW: &str = "SELECT email, mobile, organisation, same_sign_on, synced_at, locked, disabled, disabled_reason,
             must_change_password, password_hash IS NOT NULL AS has_password, password_set_at
      FROM accounts WHERE email = $1";
@@ -230,20 +255,36 @@ impl Directory for BuiltinDirectory {
 #[async_trait]
 impl AccountDirectory for BuiltinDirectory {
     async fn upsert(&self, a: &NewAccount, now: DateTime<Utc>) -> Result<(), DirectoryError> {
-        let disabled_reason = a.disabled_reason();
         with_pool!(&self.pool, |pool, ts| {
-            sqlx::query(UPSERT)
-                .bind(a.email.as_str())
-                .bind(a.mobile.as_ref().map(|m| m.e164().to_owned()))
-                .bind(&a.organisation)
-                .bind(a.same_sign_on)
-                .bind(a.synced_at.map(ts))
-                .bind(a.locked)
-                .bind(disabled_reason.is_some())
-                .bind(disabled_reason)
-                .bind(ts(now))
-                .execute(pool)
+            let mut connection = pool.acquire().await?;
+            write_account!(connection, ts, a, now).await?;
+        });
+        Ok(())
+    }
+
+    async fn import(
+        &self,
+        accounts: &[NewAccount],
+        now: DateTime<Utc>,
+    ) -> Result<(), DirectoryError> {
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        with_pool!(&self.pool, |pool, ts| {
+            let mut tx = pool.begin().await?;
+            for a in accounts {
+                write_account!(tx, ts, a, now).await?;
+                crate::write_enrolment!(
+                    tx,
+                    ts,
+                    a.email.as_str(),
+                    a.email.as_str(),
+                    &a.questions,
+                    now
+                )
                 .await?;
+            }
+            tx.commit().await?;
         });
         Ok(())
     }

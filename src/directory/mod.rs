@@ -281,6 +281,15 @@ pub trait AccountDirectory: Directory {
     /// Insert or update (by email) one account (its questions go to the
     /// enrolments).
     async fn upsert(&self, account: &NewAccount, now: DateTime<Utc>) -> Result<(), DirectoryError>;
+    /// Insert or update (by email) many accounts and enrol each one's
+    /// questions under its email (the built-in directory's id), all in one
+    /// transaction: every account of the batch is stored, or none is
+    /// (`accounts import`'s batches).
+    async fn import(
+        &self,
+        accounts: &[NewAccount],
+        now: DateTime<Utc>,
+    ) -> Result<(), DirectoryError>;
     /// Lock an account, as the directory does after failed sign-ins.
     async fn lock(&self, email: &Email, now: DateTime<Utc>) -> Result<(), DirectoryError>;
     /// Whether `password` is the account's current password.

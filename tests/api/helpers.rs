@@ -229,6 +229,30 @@ impl TestDb {
 }
 
 impl TestDb {
+    /// One text column of every row of a query (SQL common to both backends).
+    pub async fn strings(&self, sql: String) -> Vec<String> {
+        match self {
+            TestDb::Sqlite(_) => {
+                let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap();
+                let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                rows
+            }
+            TestDb::Postgres { .. } => {
+                let pool = sqlx::PgPool::connect(&self.url()).await.unwrap();
+                let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                rows
+            }
+        }
+    }
+
     /// Run one statement (SQL common to both backends).
     pub async fn execute(&self, sql: String) {
         match self {
@@ -922,6 +946,33 @@ impl TestApp {
         status
             .success()
             .then(|| serde_json::from_str(&stdout).expect("accounts show --json prints JSON"))
+    }
+
+    /// Start the binary with some variables set (overriding), its standard
+    /// output and error going to files in the test's directory (returned
+    /// with the running process), for a test that kills it part way.
+    pub fn cli_started(
+        &self,
+        set: &[(&str, &str)],
+        args: &[&str],
+    ) -> (std::process::Child, PathBuf, PathBuf) {
+        use std::process::{Command, Stdio};
+        let id = uuid::Uuid::new_v4();
+        let out_path = self.dir.path().join(format!("stdout-{id}"));
+        let err_path = self.dir.path().join(format!("stderr-{id}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_unlockbot"))
+            .args(args)
+            .env_clear()
+            .envs(&self.env)
+            .envs(set.iter().copied())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .expect("binary runs");
+        (child, out_path, err_path)
     }
 
     /// Run the binary with some variables set (overriding) and some removed,

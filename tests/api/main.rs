@@ -16,6 +16,7 @@ mod conversation;
 mod database;
 mod directory;
 mod first_steps;
+mod import;
 mod instances;
 mod load;
 mod policy;
