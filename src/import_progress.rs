@@ -163,16 +163,24 @@ impl ImportProgress {
 
     /// The import ran to the end: the checkpoint goes.
     pub fn finish(&mut self) {
-        self.draw();
         if self.terminal {
+            // Complete the bar; plain output ends with the summary alone.
+            self.draw();
             eprintln!();
         }
         let secs = self.started.elapsed().as_secs_f64();
         let rows = self.done.saturating_sub(self.resume_after);
+        let skipped = if self.resume_after > 0 {
+            format!(
+                "; {} rows skipped, finished by an earlier run",
+                self.resume_after
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "import: {rows} rows in {secs:.1} s ({:.1} rows/s); {} rows skipped, finished by an earlier run",
-            rows as f64 / secs.max(0.001),
-            self.resume_after
+            "import: {rows} rows in {secs:.1} s ({:.1} rows/s){skipped}",
+            rows as f64 / secs.max(0.001)
         );
         let _ = std::fs::remove_file(&self.checkpoint);
     }
