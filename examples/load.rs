@@ -1098,6 +1098,10 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
         ("TWILIO_FROM_NUMBER", BOT_NUMBER.to_owned()),
         ("TWILIO_API_BASE", format!("http://{twilio_addr}")),
         ("OUTBOX_KEY", outbox_key),
+        // Each simulated user sends hundreds of turns a phase from its one
+        // phone: lift the per-sender daily reply budget (an abuse guard, 40
+        // by default) to its maximum, or the phases would be cut off by it.
+        ("SENDER_REPLIES_PER_DAY", "10000".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -79,12 +79,14 @@ impl Database {
             } else {
                 crate::store::sqlite::connect_existing(url).await?
             };
+            let direct = Arc::new(crate::store::sqlite::open_direct(url)?);
             (
                 Arc::new(crate::store::sqlite::SqliteStore::new(
                     pool.clone(),
+                    direct.clone(),
                     senders,
                 )),
-                SqlPool::Sqlite(pool),
+                SqlPool::Sqlite(pool, direct),
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = crate::store::postgres::connect(url).await?;

@@ -18,6 +18,8 @@ use crate::sql::SqlPool;
 pub enum EnrolmentError {
     #[error("enrolment store unavailable: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("enrolment store unavailable: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error(
         "a security answer was stored with normalisation {0}, which this version of unlockbot does not know (was the database written by a newer one?)"
     )]
@@ -213,6 +215,48 @@ macro_rules! write_enrolment {
     };
 }
 
+/// A row of [`SELECT_BY_ID`] or [`SELECT_BY_EMAIL`], as either backend
+/// reads it.
+struct Enrolled {
+    owner: String,
+    position: i64,
+    question: String,
+    answer_hash: String,
+    normalisation: i64,
+    answer_sealed: Option<Vec<u8>>,
+}
+
+impl Enrolled {
+    fn into_question(self) -> Result<SecurityQuestion, EnrolmentError> {
+        Ok(SecurityQuestion {
+            owner: self.owner,
+            answer_sealed: self.answer_sealed.map(SealedAnswer::from_stored),
+            position: u32::try_from(self.position).unwrap_or_default(),
+            text: self.question,
+            answer_hash: stored_answer(self.answer_hash, self.normalisation)?,
+        })
+    }
+}
+
+fn enrolled(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    key: &str,
+) -> Result<Vec<Enrolled>, rusqlite::Error> {
+    conn.prepare_cached(sql)?
+        .query_map([key], |q| {
+            Ok(Enrolled {
+                owner: q.get("directory_id")?,
+                position: q.get("position")?,
+                question: q.get("question")?,
+                answer_hash: q.get("answer_hash")?,
+                normalisation: q.get("answer_normalisation")?,
+                answer_sealed: q.get("answer_sealed")?,
+            })
+        })?
+        .collect()
+}
+
 const SELECT_BY_ID: &str = "SELECT directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 ORDER BY position";
 const SELECT_BY_EMAIL: &str = "SELECT directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 AND email = $1 ORDER BY position";
 #[doc(hidden)]
@@ -228,34 +272,39 @@ impl Enrolments for SqlEnrolments {
         id: &AccountId,
         email: &Email,
     ) -> Result<Vec<SecurityQuestion>, EnrolmentError> {
-        crate::with_pool!(&self.pool, |pool, _ts| {
-            let mut rows = sqlx::query(SELECT_BY_ID)
-                .bind(id.as_str())
-                .fetch_all(pool)
-                .await?;
-            if rows.is_empty() && id.as_str() != email.as_str() {
-                rows = sqlx::query(SELECT_BY_EMAIL)
-                    .bind(email.as_str())
+        let rows = match &self.pool {
+            // On a turn's path: read on this thread, no hand-off to sqlx's.
+            SqlPool::Sqlite(_, direct) => direct.read(|conn| {
+                let mut rows = enrolled(conn, SELECT_BY_ID, id.as_str())?;
+                if rows.is_empty() && id.as_str() != email.as_str() {
+                    rows = enrolled(conn, SELECT_BY_EMAIL, email.as_str())?;
+                }
+                Ok(rows)
+            })?,
+            SqlPool::Postgres(pool) => {
+                let mut rows = sqlx::query(SELECT_BY_ID)
+                    .bind(id.as_str())
                     .fetch_all(pool)
                     .await?;
-            }
-            rows.into_iter()
-                .map(|q| {
-                    Ok(SecurityQuestion {
+                if rows.is_empty() && id.as_str() != email.as_str() {
+                    rows = sqlx::query(SELECT_BY_EMAIL)
+                        .bind(email.as_str())
+                        .fetch_all(pool)
+                        .await?;
+                }
+                rows.into_iter()
+                    .map(|q| Enrolled {
                         owner: q.get("directory_id"),
-                        answer_sealed: q
-                            .get::<Option<Vec<u8>>, _>("answer_sealed")
-                            .map(SealedAnswer::from_stored),
-                        position: u32::try_from(q.get::<i32, _>("position")).unwrap_or_default(),
-                        text: q.get("question"),
-                        answer_hash: stored_answer(
-                            q.get("answer_hash"),
-                            q.get::<i32, _>("answer_normalisation").into(),
-                        )?,
+                        position: q.get::<i32, _>("position").into(),
+                        question: q.get("question"),
+                        answer_hash: q.get("answer_hash"),
+                        normalisation: q.get::<i32, _>("answer_normalisation").into(),
+                        answer_sealed: q.get("answer_sealed"),
                     })
-                })
-                .collect::<Result<Vec<_>, EnrolmentError>>()
-        })
+                    .collect()
+            }
+        };
+        rows.into_iter().map(Enrolled::into_question).collect()
     }
 
     async fn enrol(

@@ -2,13 +2,18 @@
 //! enrolments) share: the pool of the configured backend and the way each
 //! backend stores a time.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, SqlitePool};
 
-/// The configured database's pool.
+use crate::store::sqlite_direct::DirectSqlite;
+
+/// The configured database's pool. On SQLite also the direct readers that
+/// the queries on a turn's path use ([`DirectSqlite`]).
 #[derive(Clone)]
 pub enum SqlPool {
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePool, Arc<DirectSqlite>),
     Postgres(PgPool),
 }
 
@@ -30,7 +35,7 @@ pub fn from_millis(ms: i64) -> DateTime<Utc> {
 macro_rules! with_pool {
     ($sql:expr, |$pool:ident, $ts:ident, $time:ident| $body:expr) => {
         match $sql {
-            $crate::sql::SqlPool::Sqlite($pool) => {
+            $crate::sql::SqlPool::Sqlite($pool, _) => {
                 #[allow(unused_variables)]
                 let $ts = $crate::sql::to_millis;
                 #[allow(unused_variables)]

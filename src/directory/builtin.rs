@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
 use sqlx::Row;
 
 use super::{
@@ -50,6 +51,43 @@ fn affected(rows: u64) -> Result<(), DirectoryError> {
 
 const FIND: &str = "SELECT mobile, organisation, same_sign_on, synced_at, locked, disabled, must_change_password, password_set_at
      FROM accounts WHERE email = $1";
+
+/// A row of [`FIND`], as either backend reads it.
+struct Found {
+    mobile: Option<String>,
+    organisation: String,
+    same_sign_on: bool,
+    synced_at: Option<DateTime<Utc>>,
+    locked: bool,
+    disabled: bool,
+    must_change_password: bool,
+    password_set_at: Option<DateTime<Utc>>,
+}
+
+impl Found {
+    fn into_account(self, email: &Email, allow_crown_dependencies: bool) -> Account {
+        // A stored number that no longer parses is treated like no mobile
+        // at all: the user is sent to their Local Administrator.
+        let mobile = self
+            .mobile
+            .and_then(|m| parse_registered_mobile(&m, allow_crown_dependencies).ok());
+        let non_uk = matches!(mobile, Some(RegisteredMobile::NonUk { .. }));
+        // The import disables an account whose mobile is not a UK one; any
+        // other disabled account was disabled here.
+        let disabled = Account::disabled_given(&mobile, self.disabled && !non_uk);
+        Account {
+            account: builtin_ref(email),
+            mobile,
+            organisation: self.organisation,
+            same_sign_on: self.same_sign_on,
+            synced_at: self.synced_at,
+            locked: self.locked,
+            disabled,
+            must_change_password: self.must_change_password,
+            password_set_at: self.password_set_at,
+        }
+    }
+}
 
 const UNLOCK: &str = "UPDATE accounts SET locked = $2, updated_at = $3 WHERE email = $1";
 
@@ -134,37 +172,46 @@ macro_rules! view_of {
 #[async_trait]
 impl Directory for BuiltinDirectory {
     async fn find(&self, email: &Email) -> Result<Option<Account>, DirectoryError> {
-        let allow = self.allow_crown_dependencies;
-        Ok(with_pool!(&self.pool, |pool, ts, time| {
-            sqlx::query(FIND)
+        let found = match &self.pool {
+            // On a turn's path: read on this thread, no hand-off to sqlx's.
+            SqlPool::Sqlite(_, direct) => direct
+                .read(|conn| {
+                    conn.prepare_cached(FIND)?
+                        .query_row([email.as_str()], |row| {
+                            let time = |column: &str| {
+                                row.get::<_, Option<i64>>(column)
+                                    .map(|t| t.map(crate::sql::from_millis))
+                            };
+                            Ok(Found {
+                                mobile: row.get("mobile")?,
+                                organisation: row.get("organisation")?,
+                                same_sign_on: row.get("same_sign_on")?,
+                                synced_at: time("synced_at")?,
+                                locked: row.get("locked")?,
+                                disabled: row.get("disabled")?,
+                                must_change_password: row.get("must_change_password")?,
+                                password_set_at: time("password_set_at")?,
+                            })
+                        })
+                        .optional()
+                })
+                .map_err(DirectoryError::from)?,
+            SqlPool::Postgres(pool) => sqlx::query(FIND)
                 .bind(email.as_str())
                 .fetch_optional(pool)
                 .await?
-                .map(|row| {
-                    // A stored number that no longer parses is treated like
-                    // no mobile at all: the user is sent to their Local
-                    // Administrator.
-                    let mobile = row
-                        .get::<Option<String>, _>("mobile")
-                        .and_then(|m| parse_registered_mobile(&m, allow).ok());
-                    let non_uk = matches!(mobile, Some(RegisteredMobile::NonUk { .. }));
-                    // The import disables an account whose mobile is not a
-                    // UK one; any other disabled account was disabled here.
-                    let disabled =
-                        Account::disabled_given(&mobile, row.get::<bool, _>("disabled") && !non_uk);
-                    Account {
-                        account: builtin_ref(email),
-                        mobile,
-                        organisation: row.get("organisation"),
-                        same_sign_on: row.get("same_sign_on"),
-                        synced_at: time(&row, "synced_at"),
-                        locked: row.get("locked"),
-                        disabled,
-                        must_change_password: row.get("must_change_password"),
-                        password_set_at: time(&row, "password_set_at"),
-                    }
-                })
-        }))
+                .map(|row| Found {
+                    mobile: row.get("mobile"),
+                    organisation: row.get("organisation"),
+                    same_sign_on: row.get("same_sign_on"),
+                    synced_at: row.get("synced_at"),
+                    locked: row.get("locked"),
+                    disabled: row.get("disabled"),
+                    must_change_password: row.get("must_change_password"),
+                    password_set_at: row.get("password_set_at"),
+                }),
+        };
+        Ok(found.map(|f| f.into_account(email, self.allow_crown_dependencies)))
     }
 
     async fn apply(

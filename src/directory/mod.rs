@@ -44,6 +44,16 @@ impl From<sqlx::Error> for DirectoryError {
     }
 }
 
+impl From<crate::store::StoreError> for DirectoryError {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_busy() {
+            Self::Busy(e.to_string())
+        } else {
+            Self::Unavailable(e.to_string())
+        }
+    }
+}
+
 impl From<crate::hashing::HashingError> for DirectoryError {
     fn from(e: crate::hashing::HashingError) -> Self {
         match e {

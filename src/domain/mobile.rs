@@ -11,7 +11,9 @@
 //! 07797) and the Isle of Man (`IM`, e.g. 07624). Those are not the UK, so
 //! they only count as UK mobiles when the caller allows it.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{LazyLock, Mutex};
 
 use phonenumber::{Mode, PhoneNumber, Type, country, metadata::DATABASE};
 use serde::{Deserialize, Serialize};
@@ -309,9 +311,70 @@ pub fn normalise_spreadsheet_number(raw: &str) -> String {
     }
 }
 
+/// Results of parsing and validating numbers, remembered. libphonenumber
+/// runs dozens of regular expressions (each looked up by its pattern in a
+/// shared cache) to parse, validate and type a number: measured, the
+/// largest share of a turn's CPU after the HTTP exchange. The same few
+/// numbers come back turn after turn (a conversation's sender on every
+/// turn, its account's registered mobile at each check), and the answer
+/// for a given string never changes, so it is kept, up to a bound (the
+/// whole table is dropped when full: no order to keep, nothing to tune).
+/// Numbers are held in memory only, as they already are while a turn runs.
+struct Memo<V> {
+    map: Mutex<HashMap<String, V>>,
+}
+
+const MEMO_CAPACITY: usize = 4096;
+
+impl<V: Clone> Memo<V> {
+    fn new() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get_or(&self, key: &str, compute: impl FnOnce() -> V) -> V {
+        if let Some(v) = self.lock().get(key) {
+            return v.clone();
+        }
+        let v = compute();
+        let mut map = self.lock();
+        if map.len() >= MEMO_CAPACITY {
+            map.clear();
+        }
+        map.insert(key.to_owned(), v.clone());
+        v
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, V>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Normalises and parses with GB as the default region; the result is a
 /// valid number.
 fn parse_valid(raw: &str) -> Result<PhoneNumber, PhoneError> {
+    static PARSED: LazyLock<Memo<Result<PhoneNumber, PhoneError>>> = LazyLock::new(Memo::new);
+    PARSED.get_or(raw, || parse_valid_uncached(raw))
+}
+
+/// An international (`+…`) number, if it is a valid one, and its region
+/// (working that out runs the regions' patterns too).
+fn parse_valid_international(e164: &str) -> Option<(PhoneNumber, Option<country::Id>)> {
+    static PARSED: LazyLock<Memo<Option<(PhoneNumber, Option<country::Id>)>>> =
+        LazyLock::new(Memo::new);
+    PARSED.get_or(e164, || {
+        phonenumber::parse(None, e164)
+            .ok()
+            .filter(PhoneNumber::is_valid)
+            .map(|n| {
+                let region = n.country().id();
+                (n, region)
+            })
+    })
+}
+
+fn parse_valid_uncached(raw: &str) -> Result<PhoneNumber, PhoneError> {
     let cleaned = normalise_spreadsheet_number(raw);
     if cleaned.is_empty() {
         return Err(PhoneError::Empty);
@@ -367,6 +430,17 @@ fn describe_type(kind: Type) -> &'static str {
 /// [`PhoneError::Empty`], [`PhoneError::Invalid`] or
 /// [`PhoneError::NotMobile`].
 pub fn parse_registered_mobile(
+    raw: &str,
+    allow_crown_dependencies: bool,
+) -> Result<RegisteredMobile, PhoneError> {
+    static PARSED: LazyLock<[Memo<Result<RegisteredMobile, PhoneError>>; 2]> =
+        LazyLock::new(|| [Memo::new(), Memo::new()]);
+    PARSED[usize::from(allow_crown_dependencies)].get_or(raw, || {
+        registered_mobile_uncached(raw, allow_crown_dependencies)
+    })
+}
+
+fn registered_mobile_uncached(
     raw: &str,
     allow_crown_dependencies: bool,
 ) -> Result<RegisteredMobile, PhoneError> {
@@ -460,10 +534,8 @@ impl SenderCountries {
 
     /// Whether `e164` is a valid number of one of these regions.
     pub fn allows(&self, e164: &str) -> bool {
-        phonenumber::parse(None, e164)
-            .ok()
-            .filter(PhoneNumber::is_valid)
-            .and_then(|n| n.country().id())
+        parse_valid_international(e164)
+            .and_then(|(_, region)| region)
             .is_some_and(|id| self.0.contains(&id))
     }
 }
@@ -481,10 +553,7 @@ impl Default for SenderCountries {
 /// and the last 3 characters is replaced by `*` (all of it when it has 3
 /// characters or fewer).
 pub fn mask_phone_number(e164: &str) -> String {
-    let parsed = phonenumber::parse(None, e164)
-        .ok()
-        .filter(PhoneNumber::is_valid)
-        .map(|n| (n.country().code(), to_e164(&n)));
+    let parsed = parse_valid_international(e164).map(|(n, _)| (n.country().code(), to_e164(&n)));
     if let Some((code, formatted)) = parsed {
         let prefix = format!("+{code}");
         if let Some(national) = formatted.strip_prefix(&prefix) {

@@ -209,7 +209,7 @@ impl ChatDeletions for SqlChatDeletions {
         // left out.
         let sql: &'static str = match self.pool {
             SqlPool::Postgres(_) => claim!("FOR UPDATE SKIP LOCKED"),
-            SqlPool::Sqlite(_) => claim!(""),
+            SqlPool::Sqlite(..) => claim!(""),
         };
         let rows: Vec<(String, Vec<u8>, i64, i64)> = with_pool!(&self.pool, |pool, ts| {
             sqlx::query(sql)

@@ -6,6 +6,7 @@
 pub mod deletions;
 pub mod postgres;
 pub mod sqlite;
+pub mod sqlite_direct;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -20,6 +21,11 @@ use crate::sms::SmsKind;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Overloaded: the turn was not processed and nothing was written.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored conversation state is unreadable: {0}")]
@@ -29,6 +35,18 @@ pub enum StoreError {
     /// A command that only reads found no database to read.
     #[error("{0}")]
     Missing(String),
+}
+
+impl StoreError {
+    /// Overloaded, nothing was done: the turn can be sent again.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Self::Busy(_) => true,
+            Self::Sqlite(e) => sqlite_direct::is_busy(e),
+            Self::Database(e) => is_overload(e),
+            _ => false,
+        }
+    }
 }
 
 /// Whether a database error means "overloaded, nothing was done": no

@@ -10,11 +10,13 @@ use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use sqlx::sqlite::SqliteArguments;
+use rusqlite::OptionalExtension;
+use rusqlite::types::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Arguments, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::OwnedMutexGuard;
 
+use super::sqlite_direct::{DirectSqlite, Statement};
 use super::{
     AuditEvent, ConversationChange, FailureCounts, Opening, OutboxItem, ProcessedPrune,
     ReplyWindow, Store, StoreError, StoredConversation, SweepCutoffs, Swept, TurnCommit, TurnTx,
@@ -69,6 +71,20 @@ async fn connect_creating(url: &str, create: bool) -> Result<SqlitePool, StoreEr
     Ok(pool)
 }
 
+/// The turns' direct access ([`DirectSqlite`]) to the database at `url`,
+/// once [`connect`] has created and migrated it. A file: an in-memory
+/// database would be another database on every connection.
+pub fn open_direct(url: &str) -> Result<DirectSqlite, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let file = options.get_filename();
+    if file.as_os_str() == ":memory:" || url.contains("mode=memory") {
+        return Err(StoreError::Unsupported(
+            "an in-memory SQLite database; use sqlite://FILE".into(),
+        ));
+    }
+    DirectSqlite::open(file)
+}
+
 /// After a secret was erased: the erasure itself is committed; a
 /// checkpoint that cannot run now is retried by the next one.
 async fn after_erasure(pool: &SqlitePool) {
@@ -108,6 +124,8 @@ impl KeyLocks {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// A turn's reads and writes, without sqlx's hand-offs.
+    direct: Arc<DirectSqlite>,
     /// Conversation keys and message ids are stored as keyed hashes.
     senders: SenderKey,
     locks: Arc<KeyLocks>,
@@ -115,9 +133,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub fn new(pool: SqlitePool, senders: SenderKey) -> Self {
+    pub fn new(pool: SqlitePool, direct: Arc<DirectSqlite>, senders: SenderKey) -> Self {
         Self {
             pool,
+            direct,
             senders,
             locks: Arc::default(),
             account_locks: Arc::default(),
@@ -150,7 +169,7 @@ fn uuid_of(s: &str) -> uuid::Uuid {
 }
 
 struct SqliteTurn {
-    pool: SqlitePool,
+    direct: Arc<DirectSqlite>,
     /// The conversation, as stored (keyed hash).
     key: String,
     senders: SenderKey,
@@ -166,82 +185,53 @@ fn channel_of(key: &str) -> &str {
 
 /// Everything a turn reads, as one statement.
 const OPEN: &str = "SELECT
-       (SELECT reply FROM processed_messages WHERE channel = $1 AND message_id = $2) AS reply,
+       (SELECT reply FROM processed_messages WHERE channel = ?1 AND message_id = ?2) AS reply,
        c.state, c.updated_at,
        (SELECT group_concat(id || ' ' || kind, ',') FROM outbox
-         WHERE conversation_key = $3 AND status = 'failed' AND failure_reported = 0) AS failed,
+         WHERE conversation_key = ?3 AND status = 'failed' AND failure_reported = 0) AS failed,
        r.window_start, r.replies AS window_replies
      FROM (SELECT 1) AS one
-     LEFT JOIN conversations AS c ON c.conversation_key = $3
-     LEFT JOIN sender_replies AS r ON r.conversation_key = $3";
-
-/// Statements sent to SQLite as one query: sqlx runs each connection on a
-/// thread of its own, and every query is a round trip to that thread (a
-/// wake-up on each side), so a turn's writes go as one. Placeholders are
-/// `?`, bound in the order they appear across the statements.
-#[derive(Default)]
-struct Batch {
-    sql: String,
-    args: SqliteArguments,
-}
-
-impl Batch {
-    fn statement(&mut self, sql: &str) -> &mut Self {
-        self.sql.push_str(sql);
-        self.sql.push_str(";\n");
-        self
-    }
-
-    fn bind<'a, T>(&mut self, value: T) -> Result<&mut Self, StoreError>
-    where
-        T: sqlx::Encode<'a, Sqlite> + sqlx::Type<Sqlite>,
-    {
-        self.args.add(value).map_err(sqlx::Error::Encode)?;
-        Ok(self)
-    }
-
-    async fn execute(self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        if !self.sql.is_empty() {
-            sqlx::query_with(sqlx::AssertSqlSafe(self.sql), self.args)
-                .execute(conn)
-                .await?;
-        }
-        Ok(())
-    }
-}
+     LEFT JOIN conversations AS c ON c.conversation_key = ?3
+     LEFT JOIN sender_replies AS r ON r.conversation_key = ?3";
 
 #[async_trait]
 impl TurnTx for SqliteTurn {
     async fn open(&mut self, message_id: Option<&str>) -> Result<Opening, StoreError> {
         let channel = channel_of(&self.key);
-        let row = sqlx::query(OPEN)
-            .bind(channel)
-            .bind(message_id.map(|id| self.senders.message_id(channel, id)))
-            .bind(&self.key)
-            .fetch_one(&self.pool)
-            .await?;
-        let conversation = match row.get::<Option<&str>, _>("state") {
+        let message_id = message_id.map(|id| self.senders.message_id(channel, id));
+        let (processed, state, updated_at, failed, window_start, window_replies) =
+            self.direct.read(|conn| {
+                conn.prepare_cached(OPEN)?.query_row(
+                    rusqlite::params![channel, message_id, self.key],
+                    |row| {
+                        Ok((
+                            row.get::<_, Option<String>>(0)?,
+                            row.get::<_, Option<String>>(1)?,
+                            row.get::<_, Option<i64>>(2)?,
+                            row.get::<_, Option<String>>(3)?,
+                            row.get::<_, Option<i64>>(4)?,
+                            row.get::<_, Option<i64>>(5)?,
+                        ))
+                    },
+                )
+            })?;
+        let conversation = match state {
             None => Ok(None),
-            Some(state) => serde_json::from_str(state).map(|state| {
+            Some(state) => serde_json::from_str(&state).map(|state| {
                 Some(StoredConversation {
                     state,
-                    updated_at: from_millis(row.get("updated_at")),
+                    updated_at: from_millis(updated_at.unwrap_or_default()),
                 })
             }),
         };
         Ok(Opening {
-            processed: row.get("reply"),
+            processed,
             conversation,
-            unreported_failures: parse_failures(row.get("failed")),
-            reply_window: row
-                .get::<Option<i64>, _>("window_start")
-                .map(|since| ReplyWindow {
-                    since: from_millis(since),
-                    replies: u32::try_from(
-                        row.get::<Option<i64>, _>("window_replies").unwrap_or(0),
-                    )
-                    .unwrap_or(u32::MAX),
-                }),
+            unreported_failures: parse_failures(failed.as_deref()),
+            reply_window: window_start.map(|since| ReplyWindow {
+                since: from_millis(since),
+                replies: u32::try_from(window_replies.unwrap_or(0)).unwrap_or(u32::MAX),
+            }),
         })
     }
 
@@ -256,111 +246,114 @@ impl TurnTx for SqliteTurn {
     async fn commit(self: Box<Self>, c: TurnCommit) -> Result<(), StoreError> {
         let now = to_millis(c.now);
         let channel = channel_of(&self.key);
-        let mut batch = Batch::default();
+        let key = || Value::from(self.key.clone());
+        let mut writes = Vec::new();
         match &c.state {
             ConversationChange::Keep => {}
-            ConversationChange::Save(state) => {
-                batch
-                    .statement(
-                        "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES (?, ?, ?, ?)
-                         ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                    )
-                    .bind(&self.key)?
-                    .bind(serde_json::to_string(state)?)?
-                    .bind(now)?
-                    .bind(now)?;
-            }
-            ConversationChange::Delete => {
-                batch
-                    .statement("DELETE FROM conversations WHERE conversation_key = ?")
-                    .bind(&self.key)?;
-            }
+            ConversationChange::Save(state) => writes.push(
+                Statement::new(
+                    "INSERT INTO conversations (conversation_key, state, created_at, updated_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (conversation_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .bind(key())
+                .bind(serde_json::to_string(state)?)
+                .bind(now)
+                .bind(now),
+            ),
+            ConversationChange::Delete => writes.push(
+                Statement::new("DELETE FROM conversations WHERE conversation_key = ?").bind(key()),
+            ),
         }
         if let Some((message_id, reply)) = &c.processed {
-            batch
-                .statement(
+            writes.push(
+                Statement::new(
                     "INSERT INTO processed_messages (channel, message_id, reply, received_at) VALUES (?, ?, ?, ?)
                      ON CONFLICT (channel, message_id) DO NOTHING",
                 )
-                .bind(channel)?
-                .bind(self.senders.message_id(channel, message_id))?
-                .bind(reply)?
-                .bind(now)?;
+                .bind(channel.to_owned())
+                .bind(self.senders.message_id(channel, message_id))
+                .bind(reply.clone())
+                .bind(now),
+            );
         }
         for account in &c.failures {
             // Counted after the insert above, in the same transaction: the
             // block is set by the failure that makes one too many.
-            batch
-                .statement(
+            writes.push(
+                Statement::new(
                     "INSERT INTO verification_failures (account_email, failed_at, sender) VALUES (?, ?, ?)",
                 )
-                .bind(account.as_str())?
-                .bind(now)?
-                .bind(&self.key)?
-                .statement(
+                .bind(account.as_str().to_owned())
+                .bind(now)
+                .bind(key()),
+            );
+            writes.push(
+                Statement::new(
                     "INSERT INTO account_blocks (account_email, blocked_until)
-                     SELECT ?, ? WHERE (SELECT COUNT(*) FROM verification_failures WHERE account_email = ? AND failed_at > ?) >= ?
+                     SELECT ?1, ?2 WHERE (SELECT COUNT(*) FROM verification_failures WHERE account_email = ?1 AND failed_at > ?3) >= ?4
                      ON CONFLICT (account_email) DO UPDATE SET blocked_until = MAX(blocked_until, excluded.blocked_until)",
                 )
-                .bind(account.as_str())?
-                .bind(to_millis(c.now + c.block_rule.block_for))?
-                .bind(account.as_str())?
-                .bind(to_millis(c.now - c.block_rule.window))?
-                .bind(i64::from(c.block_rule.max_failures))?;
+                .bind(account.as_str().to_owned())
+                .bind(to_millis(c.now + c.block_rule.block_for))
+                .bind(to_millis(c.now - c.block_rule.window))
+                .bind(i64::from(c.block_rule.max_failures)),
+            );
         }
         for account in &c.block_notices {
-            batch
-                .statement("UPDATE account_blocks SET notice_at = ? WHERE account_email = ?")
-                .bind(now)?
-                .bind(account.as_str())?;
+            writes.push(
+                Statement::new("UPDATE account_blocks SET notice_at = ? WHERE account_email = ?")
+                    .bind(now)
+                    .bind(account.as_str().to_owned()),
+            );
         }
         for item in &c.outbox {
-            batch
-                .statement(
+            writes.push(
+                Statement::new(
                     "INSERT INTO outbox (id, kind, to_number, account_email, conversation_key, masked_sender, sealed, status, next_attempt_at, created_at)
                      VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                 )
-                .bind(item.id.to_string())?
-                .bind(item.kind.as_str())?
-                .bind(&item.to)?
-                .bind(&item.account)?
-                .bind(&self.key)?
-                .bind(&item.masked_sender)?
-                .bind(&item.sealed)?
-                .bind(now)?
-                .bind(now)?;
+                .bind(item.id.to_string())
+                .bind(item.kind.as_str().to_owned())
+                .bind(item.to.clone())
+                .bind(item.account.clone())
+                .bind(key())
+                .bind(item.masked_sender.clone())
+                .bind(item.sealed.clone())
+                .bind(now)
+                .bind(now),
+            );
         }
         for id in &c.reported_failures {
-            batch
-                .statement("UPDATE outbox SET failure_reported = 1 WHERE id = ?")
-                .bind(id.to_string())?;
+            writes.push(
+                Statement::new("UPDATE outbox SET failure_reported = 1 WHERE id = ?")
+                    .bind(id.to_string()),
+            );
         }
         if let Some(window) = c.replies {
-            batch
-                .statement(
+            writes.push(
+                Statement::new(
                     "INSERT INTO sender_replies (conversation_key, window_start, replies) VALUES (?, ?, ?)
                      ON CONFLICT (conversation_key) DO UPDATE SET window_start = excluded.window_start, replies = excluded.replies",
                 )
-                .bind(&self.key)?
-                .bind(to_millis(window.since))?
-                .bind(i64::from(window.replies))?;
+                .bind(key())
+                .bind(to_millis(window.since))
+                .bind(i64::from(window.replies)),
+            );
         }
         for e in &c.audit {
-            batch
-                .statement(
+            writes.push(
+                Statement::new(
                     "INSERT INTO audit_log (at, channel, sender, account, event, outcome) VALUES (?, ?, ?, ?, ?, ?)",
                 )
-                .bind(to_millis(e.at))?
-                .bind(&e.channel)?
-                .bind(&e.sender)?
-                .bind(&e.account)?
-                .bind(&e.event)?
-                .bind(&e.outcome)?;
+                .bind(to_millis(e.at))
+                .bind(e.channel.clone())
+                .bind(e.sender.clone())
+                .bind(e.account.clone())
+                .bind(e.event.clone())
+                .bind(e.outcome.clone()),
+            );
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        batch.execute(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.direct.write(writes).await
     }
 }
 
@@ -375,7 +368,7 @@ impl Store for SqliteStore {
         let key = self.senders.conversation(key);
         let held = self.locks.get(&key).lock_owned().await;
         Ok(Box::new(SqliteTurn {
-            pool: self.pool.clone(),
+            direct: self.direct.clone(),
             key,
             senders: self.senders.clone(),
             account_locks: self.account_locks.clone(),
@@ -389,13 +382,13 @@ impl Store for SqliteStore {
         account: &Email,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let until: Option<i64> = sqlx::query_scalar(
-            "SELECT blocked_until FROM account_blocks WHERE account_email = $1 AND blocked_until > $2",
-        )
-        .bind(account.as_str())
-        .bind(to_millis(now))
-        .fetch_optional(&self.pool)
-        .await?;
+        let until: Option<i64> = self.direct.read(|conn| {
+            conn.prepare_cached(
+                "SELECT blocked_until FROM account_blocks WHERE account_email = ?1 AND blocked_until > ?2",
+            )?
+            .query_row(rusqlite::params![account.as_str(), to_millis(now)], |row| row.get(0))
+            .optional()
+        })?;
         Ok(until.map(from_millis))
     }
 
@@ -406,34 +399,37 @@ impl Store for SqliteStore {
         since: DateTime<Utc>,
         sender_since: DateTime<Utc>,
     ) -> Result<FailureCounts, StoreError> {
-        let row = sqlx::query(
-            "SELECT
-               (SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at > $3),
-               (SELECT COUNT(*) FROM verification_failures WHERE account_email = $1 AND failed_at > $3 AND sender = $2),
-               (SELECT COUNT(DISTINCT account_email) FROM verification_failures WHERE sender = $2 AND failed_at > $4 AND account_email <> $1)",
-        )
-        .bind(account.as_str())
-        .bind(self.senders.conversation(sender))
-        .bind(to_millis(since))
-        .bind(to_millis(sender_since))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(FailureCounts {
-            account: row.get(0),
-            account_by_sender: row.get(1),
-            other_accounts_by_sender: row.get(2),
-        })
+        let sender = self.senders.conversation(sender);
+        let counts = self.direct.read(|conn| {
+            conn.prepare_cached(
+                "SELECT
+                   (SELECT COUNT(*) FROM verification_failures WHERE account_email = ?1 AND failed_at > ?3),
+                   (SELECT COUNT(*) FROM verification_failures WHERE account_email = ?1 AND failed_at > ?3 AND sender = ?2),
+                   (SELECT COUNT(DISTINCT account_email) FROM verification_failures WHERE sender = ?2 AND failed_at > ?4 AND account_email <> ?1)",
+            )?
+            .query_row(
+                rusqlite::params![account.as_str(), sender, to_millis(since), to_millis(sender_since)],
+                |row| {
+                    Ok(FailureCounts {
+                        account: row.get(0)?,
+                        account_by_sender: row.get(1)?,
+                        other_accounts_by_sender: row.get(2)?,
+                    })
+                },
+            )
+        })?;
+        Ok(counts)
     }
 
     async fn last_block_notice(
         &self,
         account: &Email,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT notice_at FROM account_blocks WHERE account_email = $1")
-                .bind(account.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let at: Option<Option<i64>> = self.direct.read(|conn| {
+            conn.prepare_cached("SELECT notice_at FROM account_blocks WHERE account_email = ?1")?
+                .query_row([account.as_str()], |row| row.get(0))
+                .optional()
+        })?;
         Ok(at.flatten().map(from_millis))
     }
 

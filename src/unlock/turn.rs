@@ -32,9 +32,8 @@ impl TurnError {
     pub fn is_busy(&self) -> bool {
         match self {
             Self::Busy(_) | Self::Directory(DirectoryError::Busy(_)) => true,
-            Self::Store(StoreError::Database(e)) | Self::Enrolment(EnrolmentError::Database(e)) => {
-                crate::store::is_overload(e)
-            }
+            Self::Store(e) | Self::Enrolment(EnrolmentError::Store(e)) => e.is_busy(),
+            Self::Enrolment(EnrolmentError::Database(e)) => crate::store::is_overload(e),
             _ => false,
         }
     }
