@@ -239,3 +239,112 @@ pub fn is_busy(e: &rusqlite::Error) -> bool {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> (tempfile::TempDir, DirectSqlite) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let setup = Connection::open(&path).unwrap();
+        setup
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT PRIMARY KEY NOT NULL, v INTEGER NOT NULL);",
+            )
+            .unwrap();
+        drop(setup);
+        let direct = DirectSqlite::open(&path).unwrap();
+        (dir, direct)
+    }
+
+    fn insert(k: &str, v: i64) -> Statement {
+        Statement::new("INSERT INTO t (k, v) VALUES (?, ?)")
+            .bind(k.to_owned())
+            .bind(v)
+    }
+
+    fn count(direct: &DirectSqlite, sql: &'static str) -> i64 {
+        direct
+            .read(|c| c.query_row(sql, [], |row| row.get(0)))
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turns_committed_together_fail_alone_and_every_answered_write_is_read_back() {
+        let (_dir, direct) = database();
+        let direct = std::sync::Arc::new(direct);
+        direct.write(vec![insert("taken", 0)]).await.unwrap();
+        // Many turns at once, so that the writer commits them in groups;
+        // every tenth writes a row and then breaks the key's uniqueness.
+        let mut turns = tokio::task::JoinSet::new();
+        for i in 0..200i64 {
+            let direct = direct.clone();
+            turns.spawn(async move {
+                let mut writes = vec![insert(&format!("row{i}"), i)];
+                if i % 10 == 0 {
+                    writes.push(insert("taken", i));
+                }
+                let result = direct.write(writes).await;
+                // Answered: its write is visible to every reader now.
+                if result.is_ok() {
+                    let seen: i64 = direct
+                        .read(|c| {
+                            c.query_row("SELECT v FROM t WHERE k = ?1", [format!("row{i}")], |r| {
+                                r.get(0)
+                            })
+                        })
+                        .unwrap();
+                    assert_eq!(seen, i);
+                }
+                (i, result.is_ok())
+            });
+        }
+        while let Some(done) = turns.join_next().await {
+            let (i, ok) = done.unwrap();
+            assert_eq!(ok, i % 10 != 0, "turn {i}");
+        }
+        // The 20 failing turns left nothing, not even their first row (and
+        // every answered one was read back above).
+        assert_eq!(
+            count(&direct, "SELECT COUNT(*) FROM t WHERE k LIKE 'row%'"),
+            180
+        );
+        assert_eq!(count(&direct, "SELECT v FROM t WHERE k = 'taken'"), 0);
+    }
+
+    #[test]
+    fn in_one_group_a_failing_turn_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY NOT NULL, v INTEGER NOT NULL);")
+            .unwrap();
+        let job = |statements| Job {
+            statements,
+            done: tokio::sync::oneshot::channel().0,
+        };
+        let group = [
+            job(vec![insert("a", 1)]),
+            job(vec![insert("b", 2), insert("a", 3)]),
+            job(vec![insert("c", 4)]),
+        ];
+        let results = commit_group(&conn, &group);
+        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+        let rows: Vec<(String, i64)> = conn
+            .prepare("SELECT k, v FROM t ORDER BY k")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [("a".to_owned(), 1), ("c".to_owned(), 4)]);
+    }
+
+    #[test]
+    fn readers_cannot_write() {
+        let (_dir, direct) = database();
+        let refused = direct.read(|c| c.execute("INSERT INTO t (k, v) VALUES ('x', 1)", []));
+        assert!(refused.is_err());
+    }
+}
