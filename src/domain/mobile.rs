@@ -358,11 +358,13 @@ fn parse_valid(raw: &str) -> Result<PhoneNumber, PhoneError> {
     PARSED.get_or(raw, || parse_valid_uncached(raw))
 }
 
+/// A parsed number and the region it belongs to.
+type WithRegion = (PhoneNumber, Option<country::Id>);
+
 /// An international (`+…`) number, if it is a valid one, and its region
 /// (working that out runs the regions' patterns too).
-fn parse_valid_international(e164: &str) -> Option<(PhoneNumber, Option<country::Id>)> {
-    static PARSED: LazyLock<Memo<Option<(PhoneNumber, Option<country::Id>)>>> =
-        LazyLock::new(Memo::new);
+fn parse_valid_international(e164: &str) -> Option<WithRegion> {
+    static PARSED: LazyLock<Memo<Option<WithRegion>>> = LazyLock::new(Memo::new);
     PARSED.get_or(e164, || {
         phonenumber::parse(None, e164)
             .ok()
