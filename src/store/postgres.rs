@@ -104,43 +104,95 @@ impl PgStore {
     /// followed by a plain `VACUUM`) leaves the bytes of the erased row in
     /// the table's pages; `VACUUM FULL` copies only live rows into a new
     /// file and drops the old one. It must copy too any row version that a
-    /// transaction still running may see, so it first waits (briefly) for
-    /// this database's transactions that began before the erasure; what a
-    /// longer transaction still holds is rewritten by the next erasure or
-    /// the retention sweep.
+    /// transaction still running may see, so it first waits (briefly) until
+    /// no snapshot of this database may see the erased rows; if one still
+    /// may, the table is rewritten again as soon as none does
+    /// (checked every second, for up to 10 minutes; after that the next
+    /// erasure or the retention sweep does it).
     pub(crate) async fn rewrite_secrets(&self) {
-        if let Err(e) = self.wait_for_older_transactions().await {
-            tracing::warn!(error = %e, "cannot see the transactions in flight; rewriting anyway");
-        }
-        if let Err(e) = sqlx::query("VACUUM FULL outbox_secrets")
-            .execute(&self.pool)
-            .await
+        // Transaction ids below `horizon` had all ended when this rewrite
+        // began: the erasure among them.
+        let horizon = match sqlx::query_scalar::<_, i64>(
+            "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::numeric % 4294967296)::bigint",
+        )
+        .fetch_one(&self.pool)
+        .await
         {
-            tracing::warn!(error = %e, "outbox_secrets not rewritten; will try again");
-        }
-    }
-
-    async fn wait_for_older_transactions(&self) -> Result<(), StoreError> {
-        let since: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-            .fetch_one(&self.pool)
-            .await?;
-        for _ in 0..100 {
-            let older: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()
-                   AND xact_start < $1 AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)",
-            )
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?;
-            if older == 0 {
-                return Ok(());
+            Ok(horizon) => horizon,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot see the transactions in flight; rewriting anyway");
+                vacuum_secrets(&self.pool).await;
+                return;
             }
-            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        };
+        let mut clear = false;
+        for _ in 0..100 {
+            match older_snapshots(&self.pool, horizon).await {
+                Ok(0) => {
+                    clear = true;
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(StdDuration::from_millis(20)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot see the transactions in flight; rewriting anyway");
+                    break;
+                }
+            }
         }
-        tracing::info!("a long transaction is open; its view of erased texts is rewritten later");
-        Ok(())
+        vacuum_secrets(&self.pool).await;
+        if clear {
+            return;
+        }
+        tracing::info!(
+            "a snapshot older than an erasure is open; the sealed texts are rewritten again once it is gone"
+        );
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            for _ in 0..600 {
+                tokio::time::sleep(StdDuration::from_secs(1)).await;
+                if let Ok(0) = older_snapshots(&pool, horizon).await {
+                    vacuum_secrets(&pool).await;
+                    return;
+                }
+            }
+            tracing::warn!(
+                "a snapshot older than an erasure is still open after 10 minutes; the retention sweep rewrites the sealed texts later"
+            );
+        });
     }
+}
+
+/// `VACUUM FULL outbox_secrets` (see [`PgStore::rewrite_secrets`]).
+async fn vacuum_secrets(pool: &PgPool) {
+    if let Err(e) = sqlx::query("VACUUM FULL outbox_secrets")
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(error = %e, "outbox_secrets not rewritten; will try again");
+    }
+}
+
+/// Backends (other than ours) whose snapshot may still see a row version
+/// deleted by a transaction below `horizon` (their snapshot's xmin, or
+/// their own transaction id, is older than `horizon`), and replication
+/// slots holding such an xmin: while one exists, `VACUUM FULL` may copy
+/// such a row version. Counting the snapshot rather than when a
+/// transaction began also catches a newer transaction whose snapshot was
+/// taken while an older one still ran. Every database counts, not only
+/// ours: some backends hold the horizon of all of them (measured: a
+/// `CREATE DATABASE` or `DROP DATABASE` in progress elsewhere made `VACUUM
+/// FULL` keep the erased rows; so does a standby's `hot_standby_feedback`).
+async fn older_snapshots(pool: &PgPool, horizon: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM pg_stat_activity
+                  WHERE pid <> pg_backend_pid()
+                    AND (age(backend_xmin) > age($1::text::xid) OR age(backend_xid) > age($1::text::xid)))
+              + (SELECT COUNT(*) FROM pg_replication_slots
+                  WHERE age(xmin) > age($1::text::xid) OR age(catalog_xmin) > age($1::text::xid))",
+    )
+    .bind(horizon.to_string())
+    .fetch_one(pool)
+    .await
 }
 
 struct PgTurn {
