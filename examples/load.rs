@@ -3,7 +3,11 @@
 //! ```sh
 //! cargo run --release --example load -- [--conversations 200] [--concurrency 16]
 //!     [--time-limit 120] [--duplicates 0] [--postgres postgres://postgres@127.0.0.1:5432]
+//! cargo run --release --example load -- --last4-timing 2000 [--postgres URL]
 //! ```
+//!
+//! `--last4-timing` is a separate mode (see its section at the end): the
+//! last-4 step's latency for known against unknown emails.
 //!
 //! Starts the real server in-process on 127.0.0.1 (a fresh SQLite file in a
 //! temporary directory, or a fresh PostgreSQL database `unlockbot_load_<uuid>`
@@ -97,6 +101,17 @@ struct Args {
     /// HASH_WORKERS for the server (default: its own, the number of cores).
     #[arg(long)]
     hash_workers: Option<usize>,
+    /// Timing mode (issue 9, finding 8): instead of the load run, send this
+    /// many pairs of last-4 turns with wrong digits, one for a known email
+    /// and one for an unknown email, interleaved, one at a time, and report
+    /// both latency distributions and their paired difference with a 95 %
+    /// bootstrap interval.
+    #[arg(long)]
+    last4_timing: Option<usize>,
+    /// With --last4-timing: send only this kind of pair member (for counting
+    /// instructions of one path, e.g. under valgrind --tool=callgrind).
+    #[arg(long, value_enum, requires = "last4_timing")]
+    last4_only: Option<Last4Kind>,
 }
 
 #[tokio::main]
@@ -124,6 +139,20 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(pairs) = args.last4_timing {
+        let outcome = last4_timing(&args, pairs, &db).await;
+        db.destroy().await;
+        return match outcome {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("load: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let outcome = run(&args, &db, stop).await;
     db.destroy().await;
     match outcome {
@@ -1591,4 +1620,365 @@ impl Report {
         }
         out
     }
+}
+
+// ------------------------------------------------------------------------
+// `--last4-timing`: does the last-4 step answer as fast for an unknown email
+// as for a known one with the wrong digits (issue 9, finding 8)?
+//
+// Every sample is a pair of conversations, each from a fresh phone: one
+// names a seeded account (used once, so it is never blocked) and one an
+// email with no account; both then send wrong last 4 digits, and only that
+// turn is timed. The two are sent one after the other, in an order chosen
+// at random per pair, so that drifts of the machine's load fall on both.
+// A paired difference (known minus unknown) per sample is reported with a
+// bootstrap confidence interval of its median.
+
+/// The kinds of conversation `--last4-only` can restrict the run to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Last4Kind {
+    Known,
+    Unknown,
+}
+
+/// Pairs sent first and not counted (caches, connection pools, the
+/// phone-number library's lazily built tables).
+const LAST4_WARMUP: usize = 50;
+/// Bootstrap resamples for the confidence interval.
+const BOOTSTRAP_RESAMPLES: usize = 2000;
+
+/// A small deterministic generator (xorshift64*): the run's order and the
+/// bootstrap are the same on every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One signed text to the webhook: the reply's text and how long it took.
+async fn last4_text(
+    client: &reqwest::Client,
+    webhook: &str,
+    auth_token: &str,
+    from: &str,
+    body: &str,
+) -> anyhow::Result<(String, Duration)> {
+    let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+    let params = inbound_params(from, body, &sid);
+    let signature: Arc<str> = sms_twilio::signature(
+        auth_token,
+        &format!("{PUBLIC_BASE}{}", sms_twilio::PATH),
+        &params,
+    )
+    .into();
+    let (answered, took) = post_once(
+        client.clone(),
+        webhook.to_owned(),
+        Arc::new(params),
+        signature,
+    )
+    .await;
+    if answered.status != Some(200) {
+        bail!("{body:?} from {from} answered {:?}", answered.status);
+    }
+    let text = twiml_text(&answered.body)
+        .with_context(|| format!("{body:?} from {from}: no reply in {}", answered.body))?;
+    if text.contains(BUSY) {
+        bail!("{body:?} from {from}: the server said it was busy");
+    }
+    Ok((text, took))
+}
+
+/// Median, p10 and p90 of a set of samples, in milliseconds.
+fn spread_ms(samples: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    };
+    (at(50.0), at(10.0), at(90.0))
+}
+
+fn median_of(samples: &[f64]) -> f64 {
+    spread_ms(samples).0
+}
+
+/// A 95 % bootstrap interval of `statistic` over resamples of `samples`.
+fn bootstrap_95(
+    samples: &[f64],
+    rng: &mut XorShift,
+    statistic: impl Fn(&[f64]) -> f64,
+) -> (f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mut stats: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            let resample: Vec<f64> = (0..samples.len())
+                .map(|_| samples[rng.below(samples.len())])
+                .collect();
+            statistic(&resample)
+        })
+        .collect();
+    stats.sort_by(f64::total_cmp);
+    let at = |q: f64| stats[((q * stats.len() as f64) as usize).min(stats.len() - 1)];
+    (at(0.025), at(0.975))
+}
+
+async fn last4_timing(args: &Args, pairs: usize, db: &TempDatabase) -> anyhow::Result<String> {
+    if !(1..=20_000).contains(&pairs) {
+        bail!("--last4-timing must be 1..=20000 pairs");
+    }
+    let fake = FakeTwilio::default();
+    let (twilio_addr, twilio_stop, twilio_task) = start_fake_twilio(fake).await?;
+    let auth_token = format!("load-{}", uuid::Uuid::new_v4().simple());
+    let outbox_key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let env: HashMap<String, String> = [
+        ("DATABASE_URL", db.url()),
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
+        (
+            "DIALOGS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/dialogs").to_owned(),
+        ),
+        ("SMS_PROVIDER", "twilio".to_owned()),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
+        ("TWILIO_AUTH_TOKEN", auth_token.clone()),
+        ("TWILIO_FROM_NUMBER", BOT_NUMBER.to_owned()),
+        ("TWILIO_API_BASE", format!("http://{twilio_addr}")),
+        ("OUTBOX_KEY", outbox_key),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let settings = Settings::from_map(&env).context("settings")?;
+    let app = Application::build_with(settings, Arc::new(SystemClock), None)
+        .await
+        .context("the server does not build")?;
+    let port = app.port();
+
+    // One account per known conversation, each with the three questions.
+    let total = LAST4_WARMUP + pairs;
+    let hashes = tokio::task::spawn_blocking(|| {
+        QUESTIONS
+            .iter()
+            .map(|(q, a)| {
+                Ok(unlockbot::directory::NewQuestion::hashed(
+                    *q,
+                    hash_answer(&Answer::new(a))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, unlockbot::domain::HashError>>()
+    })
+    .await??;
+    let now = chrono::Utc::now();
+    let mut accounts = Vec::with_capacity(total);
+    for i in 0..total {
+        let (seed, mut account) = seed_account(i)?;
+        account.questions = hashes.clone();
+        unlockbot::accounts::save(
+            app.services.accounts.as_ref(),
+            app.services.enrolments.as_ref(),
+            &account,
+            now,
+        )
+        .await
+        .with_context(|| format!("cannot seed {}", seed.email))?;
+        accounts.push(seed);
+    }
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned));
+
+    let (server_stop, server_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = server_rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("HTTP client")?;
+    let webhook = format!("http://127.0.0.1:{port}{}", sms_twilio::PATH);
+
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let (mut known_ms, mut unknown_ms, mut paired) = (Vec::new(), Vec::new(), Vec::new());
+    let mut replies_differ = 0usize;
+    let started = Instant::now();
+    let outcome: anyhow::Result<()> = async {
+        for (i, account) in accounts.iter().enumerate() {
+            // Digits that are not the account's.
+            let wrong = if account.last4 == "0000" {
+                "1111"
+            } else {
+                "0000"
+            };
+            let unknown_email = format!("load.nobody{i:05}@nhs.net");
+            let mut kinds = [Last4Kind::Known, Last4Kind::Unknown];
+            if rng.next() & 1 == 1 {
+                kinds.swap(0, 1);
+            }
+            let mut took = [None, None];
+            let mut texts = [String::new(), String::new()];
+            for kind in kinds {
+                if args.last4_only.is_some_and(|only| only != kind) {
+                    continue;
+                }
+                let slot = kind as usize;
+                // Fresh phones 07400 2xxxxx (known) and 07400 3xxxxx (unknown).
+                let from = if slot == 0 {
+                    format!("+4474002{i:05}")
+                } else {
+                    format!("+4474003{i:05}")
+                };
+                let email = if slot == 0 {
+                    account.email.as_str()
+                } else {
+                    unknown_email.as_str()
+                };
+                last4_text(&client, &webhook, &auth_token, &from, "UNLOCK").await?;
+                let (asked, _) = last4_text(&client, &webhook, &auth_token, &from, email).await?;
+                if !asked.contains("last 4") {
+                    bail!("{email}: not asked for the last 4 digits: {asked}");
+                }
+                let (text, d) = last4_text(&client, &webhook, &auth_token, &from, wrong).await?;
+                took[slot] = Some(d.as_secs_f64() * 1000.0);
+                texts[slot] = text;
+            }
+            if i < LAST4_WARMUP {
+                continue;
+            }
+            if let Some(k) = took[0] {
+                known_ms.push(k);
+            }
+            if let Some(u) = took[1] {
+                unknown_ms.push(u);
+            }
+            if let [Some(k), Some(u)] = took {
+                paired.push(k - u);
+                if texts[0] != texts[1] {
+                    replies_differ += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let elapsed = started.elapsed();
+    let _ = server_stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+    let _ = twilio_stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), twilio_task).await;
+    outcome?;
+
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    let mut args_line = format!("--last4-timing {pairs}");
+    if let Some(only) = args.last4_only {
+        args_line.push_str(&format!(" --last4-only {only:?}").to_lowercase());
+    }
+    if let Some(pg) = &args.postgres {
+        args_line.push_str(&format!(" --postgres {pg}"));
+    }
+    line(format!(
+        "`cargo run --release --example load -- {args_line}`"
+    ));
+    line(String::new());
+    line(format!(
+        "- machine: {}{}; backend: {}",
+        machine(),
+        loadavg.map_or_else(String::new, |l| format!(
+            ", load average {l} before the run"
+        )),
+        db.describe()
+    ));
+    line(format!(
+        "- {pairs} pairs after {LAST4_WARMUP} not counted, one turn at a time, in {:.1} s; \
+         the last-4 turn (wrong digits) timed from sending the webhook to the whole reply",
+        elapsed.as_secs_f64()
+    ));
+    line(String::new());
+    line("| last-4 turn | samples | median ms | p10 ms | p90 ms |".to_owned());
+    line("|---|---:|---:|---:|---:|".to_owned());
+    for (label, samples) in [
+        ("known email, wrong digits", &known_ms),
+        ("unknown email", &unknown_ms),
+    ] {
+        if samples.is_empty() {
+            continue;
+        }
+        let (median, p10, p90) = spread_ms(samples);
+        line(format!(
+            "| {label} | {} | {median:.3} | {p10:.3} | {p90:.3} |",
+            samples.len()
+        ));
+    }
+    if !paired.is_empty() {
+        let (median, p10, p90) = spread_ms(&paired);
+        let (low, high) = bootstrap_95(&paired, &mut rng, median_of);
+        line(format!(
+            "| known minus unknown, per pair | {} | {median:+.3} | {p10:+.3} | {p90:+.3} |",
+            paired.len()
+        ));
+        line(String::new());
+        line(format!(
+            "Median of the paired differences: {median:+.3} ms, 95 % bootstrap interval \
+             [{low:+.3}, {high:+.3}] ms ({BOOTSTRAP_RESAMPLES} resamples){}.",
+            if low <= 0.0 && 0.0 <= high {
+                ": no difference measured (the interval holds 0)"
+            } else {
+                ": a difference (the interval does not hold 0)"
+            }
+        ));
+        let known_median = median_of(&known_ms);
+        let unknown_median = median_of(&unknown_ms);
+        let (dl, dh) = {
+            let mut pairs_rng = XorShift(rng.next() | 1);
+            let stats: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+                .map(|_| {
+                    let k: Vec<f64> = (0..known_ms.len())
+                        .map(|_| known_ms[pairs_rng.below(known_ms.len())])
+                        .collect();
+                    let u: Vec<f64> = (0..unknown_ms.len())
+                        .map(|_| unknown_ms[pairs_rng.below(unknown_ms.len())])
+                        .collect();
+                    median_of(&k) - median_of(&u)
+                })
+                .collect();
+            let mut stats = stats;
+            stats.sort_by(f64::total_cmp);
+            let at = |q: f64| stats[((q * stats.len() as f64) as usize).min(stats.len() - 1)];
+            (at(0.025), at(0.975))
+        };
+        line(format!(
+            "Difference of the medians: {:+.3} ms, 95 % bootstrap interval [{dl:+.3}, {dh:+.3}] ms.",
+            known_median - unknown_median
+        ));
+        line(format!(
+            "Replies that differed between the two: {replies_differ} of {}.",
+            paired.len()
+        ));
+    }
+    Ok(out)
 }
