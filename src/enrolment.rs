@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 pub use crate::directory::NewQuestion;
-use crate::directory::{AccountId, SecurityQuestion};
+use crate::directory::{AccountId, DECOY_ANSWER_HASH, DECOY_QUESTION, SecurityQuestion};
 use crate::domain::{
     AnswerHash, AnswerNormalisation, AnswerSlot, AnswersKey, Email, ResealError, SealedAnswer,
 };
@@ -218,6 +218,8 @@ macro_rules! write_enrolment {
 /// A row of [`SELECT_BY_ID`] or [`SELECT_BY_EMAIL`], as either backend
 /// reads it.
 struct Enrolled {
+    /// False for the decoy rows of an id with nothing enrolled.
+    enrolled: bool,
     owner: String,
     position: i64,
     question: String,
@@ -241,11 +243,12 @@ impl Enrolled {
 fn enrolled(
     conn: &rusqlite::Connection,
     sql: &str,
-    key: &str,
+    params: impl rusqlite::Params,
 ) -> Result<Vec<Enrolled>, rusqlite::Error> {
     conn.prepare_cached(sql)?
-        .query_map([key], |q| {
+        .query_map(params, |q| {
             Ok(Enrolled {
+                enrolled: q.get("enrolled")?,
                 owner: q.get("directory_id")?,
                 position: q.get("position")?,
                 question: q.get("question")?,
@@ -257,8 +260,19 @@ fn enrolled(
         .collect()
 }
 
-const SELECT_BY_ID: &str = "SELECT directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 ORDER BY position";
-const SELECT_BY_EMAIL: &str = "SELECT directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 AND email = $1 ORDER BY position";
+/// The questions enrolled under an id; when there are none, decoy rows of
+/// the same shape (`enrolled` false: three, as the CSV import enrols; the
+/// decoy's text, hash and normalisation bound as `$2`, `$3`, `$4`), decoded
+/// as real ones and then dropped, so that an unknown email's look-up costs
+/// what an enrolled account's does (see [`crate::directory::DECOY_MOBILE`]).
+const SELECT_BY_ID: &str = "SELECT TRUE AS enrolled, directory_id, position, question, answer_hash, answer_normalisation, answer_sealed
+     FROM enrolments WHERE directory_id = $1
+     UNION ALL
+     SELECT FALSE, $1, decoy.position, $2, $3, $4, NULL
+     FROM (SELECT 1 AS position UNION ALL SELECT 2 UNION ALL SELECT 3) AS decoy
+     WHERE NOT EXISTS (SELECT 1 FROM enrolments WHERE directory_id = $1)
+     ORDER BY position";
+const SELECT_BY_EMAIL: &str = "SELECT TRUE AS enrolled, directory_id, position, question, answer_hash, answer_normalisation, answer_sealed FROM enrolments WHERE directory_id = $1 AND email = $1 ORDER BY position";
 #[doc(hidden)]
 pub const DELETE: &str =
     "DELETE FROM enrolments WHERE directory_id = $1 OR (directory_id = $2 AND email = $2)";
@@ -275,18 +289,32 @@ impl Enrolments for SqlEnrolments {
         let rows = match &self.pool {
             // On a turn's path: read on this thread, no hand-off to sqlx's.
             SqlPool::Sqlite(_, direct) => direct.read(|conn| {
-                let mut rows = enrolled(conn, SELECT_BY_ID, id.as_str())?;
-                if rows.is_empty() && id.as_str() != email.as_str() {
-                    rows = enrolled(conn, SELECT_BY_EMAIL, email.as_str())?;
+                let mut rows = enrolled(
+                    conn,
+                    SELECT_BY_ID,
+                    rusqlite::params![
+                        id.as_str(),
+                        DECOY_QUESTION,
+                        DECOY_ANSWER_HASH,
+                        AnswerNormalisation::CURRENT.as_stored()
+                    ],
+                )?;
+                if !rows.iter().any(|q| q.enrolled) && id.as_str() != email.as_str() {
+                    rows = enrolled(conn, SELECT_BY_EMAIL, [email.as_str()])?;
                 }
                 Ok(rows)
             })?,
             SqlPool::Postgres(pool) => {
                 let mut rows = sqlx::query(SELECT_BY_ID)
                     .bind(id.as_str())
+                    .bind(DECOY_QUESTION)
+                    .bind(DECOY_ANSWER_HASH)
+                    .bind(AnswerNormalisation::CURRENT.as_stored())
                     .fetch_all(pool)
                     .await?;
-                if rows.is_empty() && id.as_str() != email.as_str() {
+                if !rows.iter().any(|q| q.get::<bool, _>("enrolled"))
+                    && id.as_str() != email.as_str()
+                {
                     rows = sqlx::query(SELECT_BY_EMAIL)
                         .bind(email.as_str())
                         .fetch_all(pool)
@@ -294,6 +322,7 @@ impl Enrolments for SqlEnrolments {
                 }
                 rows.into_iter()
                     .map(|q| Enrolled {
+                        enrolled: q.get("enrolled"),
                         owner: q.get("directory_id"),
                         position: q.get::<i32, _>("position").into(),
                         question: q.get("question"),
@@ -304,7 +333,15 @@ impl Enrolments for SqlEnrolments {
                     .collect()
             }
         };
-        rows.into_iter().map(Enrolled::into_question).collect()
+        let questions = rows
+            .into_iter()
+            .map(|row| Ok((row.enrolled, row.into_question()?)))
+            .collect::<Result<Vec<_>, EnrolmentError>>()?;
+        // The decoys were decoded in full; they are not questions.
+        Ok(std::hint::black_box(questions)
+            .into_iter()
+            .filter_map(|(enrolled, question)| enrolled.then_some(question))
+            .collect())
     }
 
     async fn enrol(

@@ -8,8 +8,8 @@ use rusqlite::OptionalExtension;
 use sqlx::Row;
 
 use super::{
-    Account, AccountCommand, AccountDirectory, AccountId, AccountRef, AccountView, Directory,
-    DirectoryError, NewAccount, password_lifetime,
+    Account, AccountCommand, AccountDirectory, AccountId, AccountRef, AccountView, DECOY_MOBILE,
+    DECOY_ORGANISATION, Directory, DirectoryError, NewAccount, password_lifetime,
 };
 use crate::domain::{Email, RegisteredMobile, parse_registered_mobile};
 use crate::hashing::Hasher;
@@ -49,11 +49,20 @@ fn affected(rows: u64) -> Result<(), DirectoryError> {
     Ok(())
 }
 
-const FIND: &str = "SELECT mobile, organisation, same_sign_on, synced_at, locked, disabled, must_change_password, password_set_at
-     FROM accounts WHERE email = $1";
+/// The account's row; for an unknown email, a decoy row of the same shape
+/// (`found` false, the decoy's mobile and organisation bound as `$2`, `$3`)
+/// that is decoded exactly as a found one and then dropped: the look-up
+/// costs the same either way (see [`DECOY_MOBILE`]).
+const FIND: &str = "SELECT TRUE AS found, mobile, organisation, same_sign_on, synced_at, locked, disabled, must_change_password, password_set_at
+     FROM accounts WHERE email = $1
+     UNION ALL
+     SELECT FALSE, $2, $3, FALSE, NULL, FALSE, FALSE, FALSE, NULL
+     WHERE NOT EXISTS (SELECT 1 FROM accounts WHERE email = $1)";
 
 /// A row of [`FIND`], as either backend reads it.
 struct Found {
+    /// False for the decoy row of an unknown email.
+    found: bool,
     mobile: Option<String>,
     organisation: String,
     same_sign_on: bool,
@@ -177,12 +186,13 @@ impl Directory for BuiltinDirectory {
             SqlPool::Sqlite(_, direct) => direct
                 .read(|conn| {
                     conn.prepare_cached(FIND)?
-                        .query_row([email.as_str()], |row| {
+                        .query_row([email.as_str(), DECOY_MOBILE, DECOY_ORGANISATION], |row| {
                             let time = |column: &str| {
                                 row.get::<_, Option<i64>>(column)
                                     .map(|t| t.map(crate::sql::from_millis))
                             };
                             Ok(Found {
+                                found: row.get("found")?,
                                 mobile: row.get("mobile")?,
                                 organisation: row.get("organisation")?,
                                 same_sign_on: row.get("same_sign_on")?,
@@ -198,9 +208,12 @@ impl Directory for BuiltinDirectory {
                 .map_err(DirectoryError::from)?,
             SqlPool::Postgres(pool) => sqlx::query(FIND)
                 .bind(email.as_str())
+                .bind(DECOY_MOBILE)
+                .bind(DECOY_ORGANISATION)
                 .fetch_optional(pool)
                 .await?
                 .map(|row| Found {
+                    found: row.get("found"),
                     mobile: row.get("mobile"),
                     organisation: row.get("organisation"),
                     same_sign_on: row.get("same_sign_on"),
@@ -211,7 +224,12 @@ impl Directory for BuiltinDirectory {
                     password_set_at: row.get("password_set_at"),
                 }),
         };
-        Ok(found.map(|f| f.into_account(email, self.allow_crown_dependencies)))
+        Ok(found.and_then(|f| {
+            let real = f.found;
+            let account = f.into_account(email, self.allow_crown_dependencies);
+            // The decoy was decoded in full; it is not an account.
+            real.then_some(std::hint::black_box(account))
+        }))
     }
 
     async fn apply(

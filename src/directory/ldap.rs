@@ -19,10 +19,13 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, Semaphore};
 
 use super::{
-    Account, AccountCommand, AccountId, AccountRef, AccountView, Directory, DirectoryError,
-    Disabled, password_lifetime,
+    Account, AccountCommand, AccountId, AccountRef, AccountView, DECOY_MOBILE, DECOY_ORGANISATION,
+    Directory, DirectoryError, Disabled, password_lifetime,
 };
 use crate::domain::{Email, RegisteredMobile, parse_registered_mobile};
+
+/// The decoy entry's `mail` (never looked up: the decoy is only decoded).
+const DECOY_MAIL: &str = "decoy@nhs.net";
 
 /// Which kind of LDAP server (`LDAP_FLAVOUR`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,6 +378,20 @@ impl LdapDirectory {
                         .map(SearchEntry::construct)
                         .collect();
                     if users.len() != 1 {
+                        if flavour == Flavour::ActiveDirectory {
+                            // The second round trip a found account takes
+                            // (below), on the base entry, so that an unknown
+                            // email is not answered a round trip sooner.
+                            // Its answer is not needed.
+                            let _ = ldap
+                                .search(
+                                    &base,
+                                    Scope::Base,
+                                    "(objectClass=*)",
+                                    vec!["msDS-User-Account-Control-Computed"],
+                                )
+                                .await;
+                        }
                         return Ok((users.len(), None));
                     }
                     let mut user = users.remove(0);
@@ -397,6 +414,11 @@ impl LdapDirectory {
                 })
             })
             .await?;
+        if found.1.is_none() {
+            // Decode a decoy entry as a found one is, so that the look-up
+            // costs the same (see `DECOY_MOBILE`).
+            std::hint::black_box(self.parse(email, &self.decoy_entry()));
+        }
         match found {
             (_, Some(entry)) => Ok(Some(self.parse(email, &entry))),
             (0, None) => Ok(None),
@@ -407,6 +429,47 @@ impl LdapDirectory {
                 );
                 Ok(None)
             }
+        }
+    }
+
+    /// An entry of the shape a found account's has (every attribute read,
+    /// with values of the usual form), for an unknown email to decode.
+    fn decoy_entry(&self) -> SearchEntry {
+        let c = &self.config;
+        let mut attrs: std::collections::HashMap<String, Vec<String>> = [
+            ("mail", DECOY_MAIL),
+            (c.mobile_attribute.as_str(), DECOY_MOBILE),
+            (c.organisation_attribute.as_str(), DECOY_ORGANISATION),
+            (c.synced_at_attribute.as_str(), "20240101090000.0Z"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), vec![v.to_owned()]))
+        .collect();
+        let mut bin_attrs = std::collections::HashMap::new();
+        let flavour: &[(&str, &str)] = match c.flavour {
+            Flavour::ActiveDirectory => {
+                bin_attrs.insert("objectGUID".to_owned(), vec![vec![0x5a; 16]]);
+                &[
+                    ("userAccountControl", "512"),
+                    ("pwdLastSet", "133500000000000000"),
+                    ("lockoutTime", "0"),
+                    ("msDS-User-Account-Control-Computed", "0"),
+                ]
+            }
+            Flavour::OpenLdap => &[
+                ("entryUUID", "5a5a5a5a-5a5a-5a5a-5a5a-5a5a5a5a5a5a"),
+                ("pwdChangedTime", "20240101090000Z"),
+            ],
+        };
+        attrs.extend(
+            flavour
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), vec![(*v).to_owned()])),
+        );
+        SearchEntry {
+            dn: format!("CN=Decoy,{}", c.base_dn),
+            attrs,
+            bin_attrs,
         }
     }
 

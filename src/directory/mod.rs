@@ -202,7 +202,10 @@ impl Account {
 /// dialog and the policy do not change.
 #[async_trait]
 pub trait Directory: Send + Sync {
-    /// Look an account up by its email address.
+    /// Look an account up by its email address. An unknown email should
+    /// cost what a found account does (read and decode a decoy of the same
+    /// shape: see [`DECOY_MOBILE`]), so that the reply's timing does not
+    /// tell whether the account exists.
     async fn find(&self, email: &Email) -> Result<Option<Account>, DirectoryError>;
     /// Apply a command, completely or not at all. Called while the turn
     /// holds the conversation and the account, before it commits.
@@ -280,6 +283,20 @@ pub struct AccountView {
     pub security_questions: Vec<String>,
 }
 
+/// What a look-up of an unknown email decodes instead of a found account,
+/// so that it costs what a found one does (issue 9, finding 8: otherwise the
+/// reply at the last-4 step comes sooner for an email with no account).
+/// An ordinary UK mobile (not one of Ofcom's drama numbers, which are parsed
+/// by a shorter path), as a registered mobile is stored.
+pub const DECOY_MOBILE: &str = "+447400123456";
+/// The decoy account's organisation (any text of a usual length).
+pub const DECOY_ORGANISATION: &str = "Decoy NHS Foundation Trust";
+/// The decoy question's text (a usual length).
+pub const DECOY_QUESTION: &str = "What was the name of your first pet?";
+/// The decoy answer hash: an argon2id PHC string of the length and shape the
+/// service stores (never compared with anything).
+pub const DECOY_ANSWER_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZGVjb3lkZWNveWRlY295ZA$ZGVjb3lkZWNveWRlY295ZGVjb3lkZWNveWRlY295ZGU";
+
 /// How long a password lasts under the service's policy.
 pub fn password_lifetime() -> chrono::Duration {
     chrono::Duration::days(365)
@@ -304,4 +321,43 @@ pub trait AccountDirectory: Directory {
     async fn lock(&self, email: &Email, now: DateTime<Utc>) -> Result<(), DirectoryError>;
     /// Whether `password` is the account's current password.
     async fn verify_password(&self, email: &Email, password: &str) -> Result<bool, DirectoryError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AnswerNormalisation, parse_registered_mobile};
+
+    /// The decoy's mobile takes the whole parse a registered mobile takes
+    /// (phone-number validation and type: most of a found account's
+    /// decoding): a valid UK mobile, and not one of the drama numbers, which
+    /// are parsed by a shorter path.
+    #[test]
+    fn the_decoy_mobile_is_parsed_as_an_ordinary_registered_mobile() {
+        let Ok(RegisteredMobile::Uk(mobile)) = parse_registered_mobile(DECOY_MOBILE, false) else {
+            panic!("{DECOY_MOBILE} is not a UK mobile");
+        };
+        assert_eq!(mobile.as_e164(), DECOY_MOBILE);
+        let number = phonenumber::parse(None, DECOY_MOBILE).expect("parses");
+        assert!(!crate::domain::mobile::is_drama_number(&number));
+        assert!(
+            phonenumber::is_valid(&number),
+            "valid, so not parsed as a drama number"
+        );
+    }
+
+    /// The decoy answer hash has the shape and length of a stored one.
+    #[test]
+    fn the_decoy_answer_hash_looks_like_a_stored_one() {
+        let real = crate::domain::hash_answer(&crate::domain::Answer::new("Biscuit")).unwrap();
+        assert_eq!(real.normalisation, AnswerNormalisation::CURRENT);
+        assert_eq!(DECOY_ANSWER_HASH.len(), real.phc.len());
+        let (decoy, real) = (
+            argon2::PasswordHash::new(DECOY_ANSWER_HASH).expect("a PHC string"),
+            argon2::PasswordHash::new(&real.phc).unwrap(),
+        );
+        assert_eq!(decoy.algorithm, real.algorithm);
+        assert_eq!(decoy.params, real.params);
+        assert_eq!(decoy.version, real.version);
+    }
 }

@@ -685,3 +685,45 @@ async fn the_last4_step_does_the_same_work_for_an_unknown_email_as_for_a_known_o
     }
     assert_eq!(app.count("verification_failures").await, 2);
 }
+
+/// An unknown email's look-up reads and decodes a decoy account and decoy
+/// questions (so that it costs what a found account does), and the decoy is
+/// never taken for an account: its mobile's last 4 digits are refused as
+/// for any unknown email, and nothing about an account is shown.
+#[tokio::test]
+async fn the_decoy_read_for_an_unknown_email_is_never_taken_for_an_account() {
+    let mut app = spawn_app().await;
+    app.import(&[AccountRow::locked(VICTIM, VICTIM_MOBILE)])
+        .await;
+    let decoy = unlockbot::directory::DECOY_MOBILE;
+    let decoy_last4 = &decoy[decoy.len() - 4..];
+    app.text("UNLOCK").await;
+    let asked = app.text("nobody.here@nhs.net").await;
+    assert!(asked.contains("last 4"), "{asked}");
+    let refused = app.text(decoy_last4).await;
+    assert!(
+        !refused.contains(unlockbot::directory::DECOY_QUESTION),
+        "no question asked: {refused}"
+    );
+    assert!(!refused.contains(decoy_last4), "{refused}");
+    let audit = app.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["outcome"] == "failed:unknown_account"),
+        "{audit:?}"
+    );
+    assert_eq!(app.count("verification_failures").await, 1);
+    // A known account is still found, with its questions.
+    app.text_from("+447811200003", "UNLOCK").await;
+    app.text_from("+447811200003", VICTIM).await;
+    let question = app
+        .text_from("+447811200003", &VICTIM_MOBILE[VICTIM_MOBILE.len() - 4..])
+        .await;
+    assert!(
+        ["first pet", "town", "first car"]
+            .iter()
+            .any(|q| question.contains(q)),
+        "{question}"
+    );
+}

@@ -346,6 +346,42 @@ async fn openldap_permanently_locked_account_is_sent_to_the_local_administrator(
     disabled_is_refused(server).await;
 }
 
+/// An unknown email's look-up decodes a decoy entry (and on Active
+/// Directory makes the second search a found account makes), so that it
+/// costs what a found one does; the decoy is never taken for an account.
+async fn unknown_email_is_refused_as_unknown(server: &DirectoryServer) {
+    let user = locked_user(server).await;
+    let mut app = bot_for(server, None, &[]).await;
+    enrol(&app, &user);
+    let decoy = unlockbot::directory::DECOY_MOBILE;
+    app.text("UNLOCK").await;
+    let asked = app.text("nobody-here@nhs.test").await;
+    assert!(asked.contains("last 4"), "{asked}");
+    let refused = app.text(&decoy[decoy.len() - 4..]).await;
+    assert!(refused.contains("could not verify"), "{refused}");
+    let audit = app.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["outcome"] == "failed:unknown_account"),
+        "{audit:?}"
+    );
+    let options = app.verify(&user.email, last4(&user)).await;
+    assert!(options.contains("Reply 1"), "{options}");
+}
+
+#[tokio::test]
+async fn ad_unknown_email_is_refused_as_unknown() {
+    let Some(server) = samba().await else { return };
+    unknown_email_is_refused_as_unknown(server).await;
+}
+
+#[tokio::test]
+async fn openldap_unknown_email_is_refused_as_unknown() {
+    let Some(server) = slapd().await else { return };
+    unknown_email_is_refused_as_unknown(server).await;
+}
+
 async fn operator_commands(server: &DirectoryServer) {
     let user = locked_user(server).await;
     let app = bot_for(
