@@ -1,12 +1,18 @@
 //! Property tests ("fuzzing" within `cargo test`) of the parsers that take
 //! outside input: Twilio's webhook form and its signature, Telegram
 //! updates, the operators' CSV files and the dialog files. Each property is
-//! run on `FUZZ_CASES` generated inputs (default 256, a few seconds in all);
-//! a longer session: `FUZZ_CASES=100000 cargo test --release --test fuzz`.
+//! run on `FUZZ_CASES` generated inputs (default 256, a few seconds in all).
+//!
+//! `FUZZ_SECONDS=N` runs each property for N seconds instead: batches of
+//! `FUZZ_CASES` new random inputs, one after another, until the time is up
+//! (the batch running then finishes). CI runs every property this way for a
+//! bounded time (`.ci/run`). A longer session, on a release build:
+//! `FUZZ_SECONDS=1200 cargo test --release --test fuzz -- --test-threads=1`.
 //! A failure prints the smallest input proptest could shrink it to: keep it
-//! as a regression case below.
+//! as a regression case at the end of this file.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -14,17 +20,46 @@ use proptest::test_runner::Config;
 use unlockbot::channels::sms_twilio::{self, Signed};
 use unlockbot::channels::telegram;
 
+fn env_number(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    match value.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => panic!("{name} must be a whole number, not {value:?}"),
+    }
+}
+
 fn config() -> Config {
-    let cases = std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let cases = env_number("FUZZ_CASES").map_or(256, |n| u32::try_from(n).unwrap_or(u32::MAX));
     Config {
         cases,
         // Shrinking a failure is worth some time; passing runs never use it.
         max_shrink_iters: 2048,
         failure_persistence: None,
         ..Config::default()
+    }
+}
+
+/// Run a property (`run` runs one batch of `config().cases` inputs, and
+/// panics with the shrunk input on a failure) once, or with `FUZZ_SECONDS`
+/// set, batch after batch, each with new random inputs, until that many
+/// seconds have passed.
+fn fuzz(run: impl Fn(Config)) {
+    let budget = env_number("FUZZ_SECONDS").map(Duration::from_secs);
+    let started = Instant::now();
+    let mut batches = 0u64;
+    loop {
+        run(config());
+        batches += 1;
+        if budget.is_none_or(|budget| started.elapsed() >= budget) {
+            break;
+        }
+    }
+    if budget.is_some() {
+        eprintln!(
+            "{batches} batches of {} inputs in {:.0} s",
+            config().cases,
+            started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -141,189 +176,221 @@ fn mutate(bytes: &[u8], mutations: &[Mutation]) -> Vec<u8> {
     out
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    /// Any bytes: the form parser and the whole webhook check never panic,
-    /// and refuse with a typed reason.
-    #[test]
-    fn twilio_any_body_is_parsed_or_refused_cleanly(body in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let _ = sms_twilio::parse_form(&body);
-        let signed = Signed { auth_token: TOKEN, url: URL.into(), signature: "AAAA" };
-        let refused = sms_twilio::accept(&body, Some(&signed), Some(ACCOUNT));
-        prop_assert!(refused.is_err(), "an unsigned body was accepted");
-        let unsigned = sms_twilio::accept(&body, None, None);
-        if let Err(why) = unsigned {
-            prop_assert!(!why.message().is_empty());
-        }
-    }
-
-    /// A genuine signed form is accepted, and yields what was sent.
-    #[test]
-    fn twilio_a_signed_form_round_trips(
-        text in any::<String>(),
-        from in from_strategy(),
-        sid in sid_strategy(),
-        extra in extra_strategy(),
-    ) {
-        let params = twilio_params(&text, &from, &sid, &extra);
-        let body = encode(&params);
-        prop_assert_eq!(sms_twilio::parse_form(&body).unwrap(), params.clone());
-        let signature = sms_twilio::signature(TOKEN, URL, &params);
-        let signed = Signed { auth_token: TOKEN, url: URL.into(), signature: &signature };
-        let inbound = sms_twilio::accept(&body, Some(&signed), Some(ACCOUNT)).unwrap();
-        prop_assert_eq!(inbound.body, text);
-        prop_assert_eq!(inbound.sender, from);
-        prop_assert_eq!(inbound.message_sid, sid);
-    }
-
-    /// Any edit of a signed form's bytes (flipped, deleted, inserted or
-    /// moved bytes, which can carry characters across a parameter
-    /// boundary that the signature cannot see) is either refused or
-    /// accepted as exactly the same message: never as another id, sender
-    /// or text.
-    #[test]
-    fn twilio_a_mutated_signed_form_is_refused_or_the_same_message(
-        text in "[A-Za-z0-9 .@?]{0,40}",
-        from in from_strategy(),
-        sid in sid_strategy(),
-        extra in extra_strategy(),
-        mutations in proptest::collection::vec(mutation_strategy(), 1..4),
-    ) {
-        let params = twilio_params(&text, &from, &sid, &extra);
-        let body = encode(&params);
-        let signature = sms_twilio::signature(TOKEN, URL, &params);
-        let signed = Signed { auth_token: TOKEN, url: URL.into(), signature: &signature };
-        let original = sms_twilio::accept(&body, Some(&signed), Some(ACCOUNT)).unwrap();
-        let mutated = mutate(&body, &mutations);
-        match sms_twilio::accept(&mutated, Some(&signed), Some(ACCOUNT)) {
-            Ok(inbound) => prop_assert_eq!(inbound, original),
-            // Refused, with a typed reason (no status other than 400/403).
-            Err(why) => prop_assert!(matches!(why.status().as_u16(), 400 | 403)),
-        }
-    }
-
-    /// Any bytes, and any JSON, as a Telegram webhook body: parsed or
-    /// refused, never a panic; and a contact's number is read as E.164 or
-    /// refused.
-    #[test]
-    fn telegram_any_body_is_parsed_or_refused_cleanly(
-        body in proptest::collection::vec(any::<u8>(), 0..400),
-        number in any::<String>(),
-    ) {
-        let _ = telegram::parse_update(&body);
-        if let Some(e164) = telegram::contact_number(&number) {
-            prop_assert!(e164.starts_with('+'));
-        }
-    }
-
-    /// Real updates with one value replaced by another JSON value (a
-    /// string for a number, a huge number, null, an object...).
-    #[test]
-    fn telegram_a_mutated_update_is_parsed_or_refused_cleanly(
-        which in 0usize..64,
-        replacement in json_strategy(),
-        chat in any::<i64>(),
-        text in any::<String>(),
-    ) {
-        for update in sample_updates(chat, &text) {
-            let mut update = update;
-            replace_nth_value(&mut update, which, replacement.clone());
-            let body = serde_json::to_vec(&update).unwrap();
-            let _ = telegram::parse_update(&body);
-        }
-    }
-
-    /// Any text as an operators' CSV file: read or refused, never a panic;
-    /// every row has a line number after the header's; a row that is kept
-    /// has as many fields as the header.
-    #[test]
-    fn csv_any_file_is_read_or_refused_cleanly(body in csv_strategy()) {
-        let columns = ["email", "answer1"];
-        if let Ok((_, rows)) = unlockbot::accounts::read_csv(body.as_bytes(), &columns) {
-            let header_fields = csv::ReaderBuilder::new()
-                .flexible(true)
-                .from_reader(body.as_bytes())
-                .headers()
-                .map(|h| h.len())
-                .unwrap_or(0);
-            for row in rows {
-                prop_assert!(row.line >= 2, "line {}", row.line);
-                if let Ok(fields) = row.fields {
-                    prop_assert_eq!(fields.len(), header_fields);
-                }
+/// Any bytes: the form parser and the whole webhook check never panic,
+/// and refuse with a typed reason.
+#[test]
+fn twilio_any_body_is_parsed_or_refused_cleanly() {
+    fuzz(|config| {
+        proptest!(config, |(body in proptest::collection::vec(any::<u8>(), 0..600))| {
+            let _ = sms_twilio::parse_form(&body);
+            let signed = Signed { auth_token: TOKEN, url: URL.into(), signature: "AAAA" };
+            let refused = sms_twilio::accept(&body, Some(&signed), Some(ACCOUNT));
+            prop_assert!(refused.is_err(), "an unsigned body was accepted");
+            let unsigned = sms_twilio::accept(&body, None, None);
+            if let Err(why) = unsigned {
+                prop_assert!(!why.message().is_empty());
             }
-        }
-    }
+        })
+    });
+}
 
-    /// Any bytes (not only text) as a CSV file.
-    #[test]
-    fn csv_any_bytes_are_read_or_refused_cleanly(body in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = unlockbot::accounts::read_csv(body.as_slice(), &["email"]);
-    }
+/// A genuine signed form is accepted, and yields what was sent.
+#[test]
+fn twilio_a_signed_form_round_trips() {
+    fuzz(|config| {
+        proptest!(config, |(
+            text in any::<String>(),
+            from in from_strategy(),
+            sid in sid_strategy(),
+            extra in extra_strategy(),
+        )| {
+            let params = twilio_params(&text, &from, &sid, &extra);
+            let body = encode(&params);
+            prop_assert_eq!(sms_twilio::parse_form(&body).unwrap(), params.clone());
+            let signature = sms_twilio::signature(TOKEN, URL, &params);
+            let signed = Signed { auth_token: TOKEN, url: URL.into(), signature: &signature };
+            let inbound = sms_twilio::accept(&body, Some(&signed), Some(ACCOUNT)).unwrap();
+            prop_assert_eq!(inbound.body, text);
+            prop_assert_eq!(inbound.sender, from);
+            prop_assert_eq!(inbound.message_sid, sid);
+        })
+    });
+}
 
-    /// A row's error never shows an answer, whatever else is wrong with it.
-    #[test]
-    fn csv_errors_never_show_an_answer(
-        answers in proptest::collection::vec("Zq[a-z]{10}", 3),
-        junk in proptest::collection::vec(prop_oneof![Just(","), Just("\""), Just("\u{7}"), Just("\u{202e}"), Just("\r"), Just("\n"), Just("x")], 0..6),
-        at in any::<usize>(),
-    ) {
-        let header = "email,mobile,organisation,same_sign_on,synced_at,locked,question1,answer1,question2,answer2,question3,answer3";
-        let mut row = format!(
-            "jane@nhs.net,07811 123456,Leeds,false,,true,Pet?,{},Town?,{},Car?,{}",
-            answers[0], answers[1], answers[2]
-        );
-        let mut at = at % (row.len() + 1);
-        while !row.is_char_boundary(at) { at -= 1; }
-        row.insert_str(at, &junk.concat());
-        let file = format!("{header}\n{row}\n");
-        let columns: Vec<&str> = header.split(',').collect();
-        if let Ok((_, rows)) = unlockbot::accounts::read_csv(file.as_bytes(), &columns) {
-            for row in rows {
-                if let Err(message) = row.fields {
-                    for answer in &answers {
-                        prop_assert!(!message.contains(answer.as_str()), "{message}");
+/// Any edit of a signed form's bytes (flipped, deleted, inserted or
+/// moved bytes, which can carry characters across a parameter
+/// boundary that the signature cannot see) is either refused or
+/// accepted as exactly the same message: never as another id, sender
+/// or text.
+#[test]
+fn twilio_a_mutated_signed_form_is_refused_or_the_same_message() {
+    fuzz(|config| {
+        proptest!(config, |(
+            text in "[A-Za-z0-9 .@?]{0,40}",
+            from in from_strategy(),
+            sid in sid_strategy(),
+            extra in extra_strategy(),
+            mutations in proptest::collection::vec(mutation_strategy(), 1..4),
+        )| {
+            let params = twilio_params(&text, &from, &sid, &extra);
+            let body = encode(&params);
+            let signature = sms_twilio::signature(TOKEN, URL, &params);
+            let signed = Signed { auth_token: TOKEN, url: URL.into(), signature: &signature };
+            let original = sms_twilio::accept(&body, Some(&signed), Some(ACCOUNT)).unwrap();
+            let mutated = mutate(&body, &mutations);
+            match sms_twilio::accept(&mutated, Some(&signed), Some(ACCOUNT)) {
+                Ok(inbound) => prop_assert_eq!(inbound, original),
+                // Refused, with a typed reason (no status other than 400/403).
+                Err(why) => prop_assert!(matches!(why.status().as_u16(), 400 | 403)),
+            }
+        })
+    });
+}
+
+/// Any bytes, and any JSON, as a Telegram webhook body: parsed or
+/// refused, never a panic; and a contact's number is read as E.164 or
+/// refused.
+#[test]
+fn telegram_any_body_is_parsed_or_refused_cleanly() {
+    fuzz(|config| {
+        proptest!(config, |(
+            body in proptest::collection::vec(any::<u8>(), 0..400),
+            number in any::<String>(),
+        )| {
+            let _ = telegram::parse_update(&body);
+            if let Some(e164) = telegram::contact_number(&number) {
+                prop_assert!(e164.starts_with('+'));
+            }
+        })
+    });
+}
+
+/// Real updates with one value replaced by another JSON value (a
+/// string for a number, a huge number, null, an object...).
+#[test]
+fn telegram_a_mutated_update_is_parsed_or_refused_cleanly() {
+    fuzz(|config| {
+        proptest!(config, |(
+            which in 0usize..64,
+            replacement in json_strategy(),
+            chat in any::<i64>(),
+            text in any::<String>(),
+        )| {
+            for update in sample_updates(chat, &text) {
+                let mut update = update;
+                replace_nth_value(&mut update, which, replacement.clone());
+                let body = serde_json::to_vec(&update).unwrap();
+                let _ = telegram::parse_update(&body);
+            }
+        })
+    });
+}
+
+/// Any text as an operators' CSV file: read or refused, never a panic;
+/// every row has a line number after the header's; a row that is kept
+/// has as many fields as the header.
+#[test]
+fn csv_any_file_is_read_or_refused_cleanly() {
+    fuzz(|config| {
+        proptest!(config, |(body in csv_strategy())| {
+            let columns = ["email", "answer1"];
+            if let Ok((_, rows)) = unlockbot::accounts::read_csv(body.as_bytes(), &columns) {
+                let header_fields = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .from_reader(body.as_bytes())
+                    .headers()
+                    .map(|h| h.len())
+                    .unwrap_or(0);
+                for row in rows {
+                    prop_assert!(row.line >= 2, "line {}", row.line);
+                    if let Ok(fields) = row.fields {
+                        prop_assert_eq!(fields.len(), header_fields);
                     }
                 }
             }
-        }
-    }
+        })
+    });
+}
 
-    /// A dialog file with edits (bytes changed, lines dropped or doubled)
-    /// loads or is refused with a message naming the file: never a panic.
-    #[test]
-    fn dialog_files_with_edits_load_or_are_refused_cleanly(
-        file in prop_oneof![Just("flow.toml"), Just("en.toml")],
-        edits in proptest::collection::vec((any::<usize>(), 0u8..3, any::<char>()), 1..6),
-    ) {
-        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dialogs");
-        let dir = tempfile::tempdir().unwrap();
-        for name in ["flow.toml", "en.toml", "cy.toml"] {
-            std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
-        }
-        let path = dir.path().join(file);
-        let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned).collect();
-        for (at, how, c) in edits {
-            if lines.is_empty() { break; }
-            let i = at % lines.len();
-            match how {
-                0 => { lines.remove(i); }
-                1 => { let line = lines[i].clone(); lines.insert(i, line); }
-                _ => {
-                    let line = &mut lines[i];
-                    let mut j = at % (line.len() + 1);
-                    while !line.is_char_boundary(j) { j -= 1; }
-                    line.insert(j, c);
+/// Any bytes (not only text) as a CSV file.
+#[test]
+fn csv_any_bytes_are_read_or_refused_cleanly() {
+    fuzz(|config| {
+        proptest!(config, |(body in proptest::collection::vec(any::<u8>(), 0..300))| {
+            let _ = unlockbot::accounts::read_csv(body.as_slice(), &["email"]);
+        })
+    });
+}
+
+/// A row's error never shows an answer, whatever else is wrong with it.
+#[test]
+fn csv_errors_never_show_an_answer() {
+    fuzz(|config| {
+        proptest!(config, |(
+            answers in proptest::collection::vec("Zq[a-z]{10}", 3),
+            junk in proptest::collection::vec(prop_oneof![Just(","), Just("\""), Just("\u{7}"), Just("\u{202e}"), Just("\r"), Just("\n"), Just("x")], 0..6),
+            at in any::<usize>(),
+        )| {
+            let header = "email,mobile,organisation,same_sign_on,synced_at,locked,question1,answer1,question2,answer2,question3,answer3";
+            let mut row = format!(
+                "jane@nhs.net,07811 123456,Leeds,false,,true,Pet?,{},Town?,{},Car?,{}",
+                answers[0], answers[1], answers[2]
+            );
+            let mut at = at % (row.len() + 1);
+            while !row.is_char_boundary(at) { at -= 1; }
+            row.insert_str(at, &junk.concat());
+            let file = format!("{header}\n{row}\n");
+            let columns: Vec<&str> = header.split(',').collect();
+            if let Ok((_, rows)) = unlockbot::accounts::read_csv(file.as_bytes(), &columns) {
+                for row in rows {
+                    if let Err(message) = row.fields {
+                        for answer in &answers {
+                            prop_assert!(!message.contains(answer.as_str()), "{message}");
+                        }
+                    }
                 }
             }
-        }
-        std::fs::write(&path, lines.join("\n")).unwrap();
-        match unlockbot::dialog::spec::load(dir.path(), "en") {
-            Ok(_) => {}
-            Err(e) => prop_assert!(!e.to_string().is_empty()),
-        }
-    }
+        })
+    });
+}
+
+/// A dialog file with edits (bytes changed, lines dropped or doubled)
+/// loads or is refused with a message naming the file: never a panic.
+#[test]
+fn dialog_files_with_edits_load_or_are_refused_cleanly() {
+    fuzz(|config| {
+        proptest!(config, |(
+            file in prop_oneof![Just("flow.toml"), Just("en.toml")],
+            edits in proptest::collection::vec((any::<usize>(), 0u8..3, any::<char>()), 1..6),
+        )| {
+            let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dialogs");
+            let dir = tempfile::tempdir().unwrap();
+            for name in ["flow.toml", "en.toml", "cy.toml"] {
+                std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
+            }
+            let path = dir.path().join(file);
+            let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned).collect();
+            for (at, how, c) in edits {
+                if lines.is_empty() { break; }
+                let i = at % lines.len();
+                match how {
+                    0 => { lines.remove(i); }
+                    1 => { let line = lines[i].clone(); lines.insert(i, line); }
+                    _ => {
+                        let line = &mut lines[i];
+                        let mut j = at % (line.len() + 1);
+                        while !line.is_char_boundary(j) { j -= 1; }
+                        line.insert(j, c);
+                    }
+                }
+            }
+            std::fs::write(&path, lines.join("\n")).unwrap();
+            match unlockbot::dialog::spec::load(dir.path(), "en") {
+                Ok(_) => {}
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        })
+    });
 }
 
 fn csv_strategy() -> impl Strategy<Value = String> {
