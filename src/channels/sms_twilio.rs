@@ -64,9 +64,14 @@ fn parse_pairs(body: &[u8]) -> Result<Vec<(String, String)>, MalformedForm> {
     body.split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
+            // Twilio writes every parameter as `name=value`, an empty value
+            // included. A pair without `=` is refused: one `&` inserted
+            // into a signed value would otherwise cut it short and make the
+            // rest a parameter of its own with the signature still valid
+            // (it joins names and values with no separator).
             let mut it = pair.splitn(2, |&b| b == b'=');
             let name = decode(it.next().unwrap_or_default())?;
-            let value = decode(it.next().unwrap_or_default())?;
+            let value = decode(it.next().ok_or(MalformedForm)?)?;
             Ok((name, value))
         })
         .collect()
