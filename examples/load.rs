@@ -1104,16 +1104,19 @@ struct Report {
     burst_mode: bool,
 }
 
-async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
-    let fake = FakeTwilio::default();
-    let (twilio_addr, twilio_stop, twilio_task) = start_fake_twilio(fake.clone()).await?;
-    let auth_token = format!("load-{}", uuid::Uuid::new_v4().simple());
+/// The server's settings for a run: a fresh outbox key, the fake Twilio at
+/// `twilio`, webhooks signed with `auth_token`.
+fn server_env(
+    db: &TempDatabase,
+    twilio: std::net::SocketAddr,
+    auth_token: &str,
+) -> HashMap<String, String> {
     let outbox_key = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let env: HashMap<String, String> = [
+    [
         ("DATABASE_URL", db.url()),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
         ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
@@ -1123,9 +1126,9 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
         ),
         ("SMS_PROVIDER", "twilio".to_owned()),
         ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
-        ("TWILIO_AUTH_TOKEN", auth_token.clone()),
+        ("TWILIO_AUTH_TOKEN", auth_token.to_owned()),
         ("TWILIO_FROM_NUMBER", BOT_NUMBER.to_owned()),
-        ("TWILIO_API_BASE", format!("http://{twilio_addr}")),
+        ("TWILIO_API_BASE", format!("http://{twilio}")),
         ("OUTBOX_KEY", outbox_key),
         // Each simulated user sends hundreds of turns a phase from its one
         // phone: lift the per-sender daily reply budget (an abuse guard, 40
@@ -1134,11 +1137,18 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
-    .chain(
+    .collect()
+}
+
+async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
+    let fake = FakeTwilio::default();
+    let (twilio_addr, twilio_stop, twilio_task) = start_fake_twilio(fake.clone()).await?;
+    let auth_token = format!("load-{}", uuid::Uuid::new_v4().simple());
+    let mut env = server_env(db, twilio_addr, &auth_token);
+    env.extend(
         args.hash_workers
             .map(|n| ("HASH_WORKERS".to_owned(), n.to_string())),
-    )
-    .collect();
+    );
     let settings = Settings::from_map(&env).context("settings")?;
     let app = Application::build_with(settings, Arc::new(SystemClock), None)
         .await
@@ -1747,29 +1757,7 @@ async fn last4_timing(args: &Args, pairs: usize, db: &TempDatabase) -> anyhow::R
     let fake = FakeTwilio::default();
     let (twilio_addr, twilio_stop, twilio_task) = start_fake_twilio(fake).await?;
     let auth_token = format!("load-{}", uuid::Uuid::new_v4().simple());
-    let outbox_key = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let env: HashMap<String, String> = [
-        ("DATABASE_URL", db.url()),
-        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
-        ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
-        (
-            "DIALOGS_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/dialogs").to_owned(),
-        ),
-        ("SMS_PROVIDER", "twilio".to_owned()),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
-        ("TWILIO_AUTH_TOKEN", auth_token.clone()),
-        ("TWILIO_FROM_NUMBER", BOT_NUMBER.to_owned()),
-        ("TWILIO_API_BASE", format!("http://{twilio_addr}")),
-        ("OUTBOX_KEY", outbox_key),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let env = server_env(db, twilio_addr, &auth_token);
     let settings = Settings::from_map(&env).context("settings")?;
     let app = Application::build_with(settings, Arc::new(SystemClock), None)
         .await
