@@ -1104,6 +1104,23 @@ struct Report {
     burst_mode: bool,
 }
 
+/// The seeded accounts' three questions, their answers hashed once (off
+/// the runtime's threads) and shared by every account.
+async fn hashed_questions() -> anyhow::Result<Vec<unlockbot::directory::NewQuestion>> {
+    Ok(tokio::task::spawn_blocking(|| {
+        QUESTIONS
+            .iter()
+            .map(|(q, a)| {
+                Ok(unlockbot::directory::NewQuestion::hashed(
+                    *q,
+                    hash_answer(&Answer::new(a))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, unlockbot::domain::HashError>>()
+    })
+    .await??)
+}
+
 /// The server's settings for a run: a fresh outbox key, the fake Twilio at
 /// `twilio`, webhooks signed with `auth_token`.
 fn server_env(
@@ -1160,18 +1177,7 @@ async fn run(args: &Args, db: &TempDatabase, stop: Arc<AtomicBool>) -> anyhow::R
     let loadavg = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned));
-    let hashes = tokio::task::spawn_blocking(|| {
-        QUESTIONS
-            .iter()
-            .map(|(q, a)| {
-                Ok(unlockbot::directory::NewQuestion::hashed(
-                    *q,
-                    hash_answer(&Answer::new(a))?,
-                ))
-            })
-            .collect::<Result<Vec<_>, unlockbot::domain::HashError>>()
-    })
-    .await??;
+    let hashes = hashed_questions().await?;
     let argon2_hash = seeding.elapsed() / QUESTIONS.len() as u32;
     let (directory, enrolments) = (
         app.services.accounts.clone(),
@@ -1766,18 +1772,7 @@ async fn last4_timing(args: &Args, pairs: usize, db: &TempDatabase) -> anyhow::R
 
     // One account per known conversation, each with the three questions.
     let total = LAST4_WARMUP + pairs;
-    let hashes = tokio::task::spawn_blocking(|| {
-        QUESTIONS
-            .iter()
-            .map(|(q, a)| {
-                Ok(unlockbot::directory::NewQuestion::hashed(
-                    *q,
-                    hash_answer(&Answer::new(a))?,
-                ))
-            })
-            .collect::<Result<Vec<_>, unlockbot::domain::HashError>>()
-    })
-    .await??;
+    let hashes = hashed_questions().await?;
     let now = chrono::Utc::now();
     let mut accounts = Vec::with_capacity(total);
     for i in 0..total {
